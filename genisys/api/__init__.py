@@ -1,0 +1,33 @@
+"""The HTTP API: the application factory and the routes."""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import tornado.web
+
+from genisys.api.base import NotFoundHandler
+from genisys.api.computes import ComputeHandler, ComputesHandler
+from genisys.api.health import HealthHandler
+from genisys.config import Config
+from genisys.store import ConsulStore
+
+
+@dataclass
+class Context:
+    """What handlers need; the same for every request of a replica."""
+    config: Config
+    store: ConsulStore
+    replica_id: str
+    is_leader: Callable[[], bool] = field(default=lambda: False)
+
+
+def make_app(context: Context) -> tornado.web.Application:
+    args = {"context": context}
+    return tornado.web.Application(
+        [
+            (r"/compute/?", ComputesHandler, args),
+            (r"/compute/([^/]+)", ComputeHandler, args),
+            (r"/health", HealthHandler, args),
+        ],
+        default_handler_class=NotFoundHandler, default_handler_args=args,
+    )

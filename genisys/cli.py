@@ -1,0 +1,162 @@
+"""Command line: arguments, logging, signals, start-up and graceful stop."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+
+from genisys import config as config_module
+from genisys.api import Context, make_app
+from genisys.computes_file import DefinitionFileError, read_definitions
+from genisys.devconsul import DevConsul, consul_answers
+from genisys.model import Compute, ValidationError
+from genisys.store import Conflict, ConsulStore
+
+log = logging.getLogger("genisys")
+
+EXIT_CONFIG = 2
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python main.py", description=(
+        "Genisys: decides how many resources each service runs, and on which compute."))
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="configuration file (default: genisys.yml when it exists)")
+    parser.add_argument("--dev", action="store_true", help=(
+        "development mode: when no Consul answers at the configured local address, "
+        "start a `consul agent -dev` there and stop it on exit"))
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config_path = args.config
+    if config_path is None and Path("genisys.yml").exists():
+        config_path = "genisys.yml"
+    try:
+        config = config_module.load(config_path)
+        computes = load_compute_file(config, config_path)
+    except (config_module.ConfigError, DefinitionFileError) as exc:
+        print(f"genisys: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(serve(config, computes, dev=args.dev))
+
+
+def load_compute_file(config, config_path) -> list[Compute]:
+    """The computes defined in compute_file (relative to the configuration file)."""
+    name = config.genisys.compute_file
+    if not name:
+        return []
+    path = Path(config_path).parent / name if config_path else Path(name)
+    if not path.exists():
+        log.warning("compute file %s not found: starting with the registry as it is in Consul",
+                    path)
+        return []
+    computes = []
+    for line, definition in read_definitions(path):
+        try:
+            computes.append(Compute.from_dict(definition))
+        except ValidationError as exc:
+            raise DefinitionFileError(f"{path}:{line}: {exc}") from None
+    return computes
+
+
+async def serve(config, computes: list[Compute], dev: bool = False) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    consul_dev = None
+    if dev:
+        consul_dev = start_dev_consul(config)
+        if consul_dev is False:
+            return 1
+    log.info("using Consul at %s://%s:%s (keys under %s and %s)", config.consul.scheme,
+             config.consul.host, config.consul.port, config.consul.key_prefix,
+             config.consul.resources_key_prefix)
+
+    store = ConsulStore.from_config(config.consul)
+    store.start()
+    context = Context(config=config, store=store, replica_id=config.replica_id)
+    server = HTTPServer(make_app(context), xheaders=True)
+    try:
+        server.listen(config.genisys.port, config.genisys.bind)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.genisys.bind, config.genisys.port,
+                  exc.strerror)
+        await store.close()
+        if consul_dev:
+            consul_dev.stop()
+        return 1
+    log.info("replica %s serving the API on http://%s:%s", context.replica_id,
+             config.genisys.bind, config.genisys.port)
+    seeding = asyncio.create_task(seed_computes(store, computes))
+
+    await stop.wait()
+    log.info("stopping: no new requests, closing the Consul connections")
+    server.stop()
+    seeding.cancel()
+    await asyncio.gather(seeding, return_exceptions=True)
+    await server.close_all_connections()
+    await store.close()
+    if consul_dev:
+        consul_dev.stop()
+        log.info("stopped the Consul dev agent")
+    log.info("stopped")
+    return 0
+
+
+def start_dev_consul(config):
+    """Start a dev agent when nothing answers at the configured local address.
+
+    Returns the agent, None when a Consul already answers, False when it cannot start.
+    """
+    host, port = config.consul.host, config.consul.port
+    if consul_answers(host, port):
+        log.info("dev mode: a Consul agent already answers at %s:%s; using it", host, port)
+        return None
+    if host not in ("127.0.0.1", "localhost"):
+        log.error("dev mode: no Consul answers at %s:%s, and a dev agent can only be started "
+                  "on this machine (consul.host 127.0.0.1)", host, port)
+        return False
+    try:
+        agent = DevConsul(http_port=port).start()
+    except RuntimeError as exc:
+        log.error("dev mode: %s", exc)
+        return False
+    log.info("dev mode: started a Consul dev agent on %s (in memory; stopped on exit)",
+             agent.address)
+    return agent
+
+
+async def seed_computes(store: ConsulStore, computes: list[Compute]) -> None:
+    """Write the compute file's definitions that Consul lacks; never overwrite one.
+
+    Retries until Consul answers, so a replica may start before Consul does.
+    """
+    pending = list(computes)
+    delay = 0.2
+    while pending:
+        compute = pending[0]
+        try:
+            await store.create_compute(compute)
+            log.info("compute %s -> %s defined from the compute file", compute.name,
+                     compute.connector)
+        except Conflict:
+            log.info("compute %s is already defined in Consul; the compute file does not "
+                     "change it", compute.name)
+        except Exception as exc:  # Consul down or refusing: try again, never give up
+            log.warning("cannot write compute %s to Consul yet (%s); retrying", compute.name, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        pending.pop(0)

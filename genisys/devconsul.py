@@ -1,0 +1,105 @@
+"""Find a Consul binary and run a throw-away `consul agent -dev` (for --dev, tests, benches).
+
+Dev agents keep everything in memory and bind only to 127.0.0.1. All their ports are
+chosen free, so several can run side by side and none collides with a real agent.
+"""
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL_HINT = ("no consul binary found: run scripts/install-consul.sh (installs .tools/bin/consul), "
+                "put consul on PATH, set GENISYS_CONSUL_BIN, or point CONSUL_HTTP_ADDR at an agent")
+
+
+def find_consul_binary() -> str | None:
+    """GENISYS_CONSUL_BIN, then PATH, then the project's .tools/bin/consul."""
+    candidates = [os.environ.get("GENISYS_CONSUL_BIN"), shutil.which("consul"),
+                  str(ROOT / ".tools" / "bin" / "consul")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def consul_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a Consul agent with an elected leader answers at host:port."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/v1/status/leader", timeout=timeout) as r:
+            return r.status == 200 and r.read().strip() not in (b"", b'""')
+    except OSError:
+        return False
+
+
+class DevConsul:
+    """A `consul agent -dev` child process; use start(), then stop().
+
+    With `data_dir`, a single-server agent that keeps its data on disk instead, so a
+    test can stop and restart Consul without losing the state.
+    """
+
+    def __init__(self, http_port: int | None = None, binary: str | None = None,
+                 data_dir: str | None = None):
+        self.data_dir = data_dir
+        self.binary = binary or find_consul_binary()
+        if self.binary is None:
+            raise RuntimeError(INSTALL_HINT)
+        self.http_port = http_port or free_port()
+        self.process: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 30.0) -> "DevConsul":
+        ports = {"-serf-lan-port": free_port(), "-serf-wan-port": free_port(),
+                 "-server-port": free_port()}
+        mode = (["-server", "-bootstrap-expect", "1", "-data-dir", self.data_dir]
+                if self.data_dir else ["-dev"])
+        command = [self.binary, "agent", *mode, "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                   "-http-port", str(self.http_port), "-dns-port", "-1", "-grpc-port", "-1",
+                   "-log-level", "warn"]
+        for flag, port in ports.items():
+            command += [flag, str(port)]
+        self._log = tempfile.NamedTemporaryFile(prefix="consul-dev-", suffix=".log", delete=False)
+        log.info("starting a local Consul agent on %s (%s), its log in %s",
+                 self.address, self.binary, self._log.name)
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not consul_answers("127.0.0.1", self.http_port, timeout=0.5):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"consul agent exited with {self.process.returncode}; "
+                                   f"see {self._log.name}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"consul agent did not elect a leader within {timeout:.0f}s")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log:
+            self._log.close()

@@ -1,0 +1,80 @@
+"""Pure values and validation: names, numbers, computes. No I/O, no Tornado."""
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Large enough for any real fleet, small enough that a typo (1e9) is refused.
+MAX_NUMBER = 100_000
+
+
+class ValidationError(ValueError):
+    """Bad input: the message is one sentence naming the problem, shown to the user."""
+
+
+def validate_name(value, what: str = "name") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a string.")
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValidationError(
+            f"{what} {value[:80]!r} is invalid: use 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit.")
+    return value
+
+
+def validate_number(value, what: str = "number") -> int:
+    """An integer >= 0, or a decimal string of one (httpie's `number=3` sends "3")."""
+    if isinstance(value, bool):
+        raise ValidationError(f"{what} must be an integer >= 0, not a boolean.")
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValidationError(f"{what} must be an integer >= 0, got {value!r:.80}.")
+    if value < 0:
+        raise ValidationError(f"{what} must be >= 0, got {value}.")
+    if value > MAX_NUMBER:
+        raise ValidationError(f"{what} must be at most {MAX_NUMBER}, got {value}.")
+    return value
+
+
+def validate_url(value, what: str = "connector") -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a string URL.")
+    try:
+        parts = urlsplit(value)
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.query or parts.fragment or len(value) > 2048 or any(c.isspace() for c in value)):
+        raise ValidationError(
+            f"{what} must be an absolute http or https URL like http://localhost:7051, "
+            f"got {value!r:.80}.")
+    return value.rstrip("/")
+
+
+def check_fields(body: dict, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+    """Refuse missing and unknown fields, naming the first one."""
+    for field in required:
+        if field not in body:
+            raise ValidationError(f"missing field {field!r}.")
+    for field in body:
+        if field not in required and field not in optional:
+            raise ValidationError(f"unknown field {field!r:.80}.")
+
+
+@dataclass(frozen=True)
+class Compute:
+    name: str
+    connector: str
+
+    @classmethod
+    def from_dict(cls, body) -> "Compute":
+        if not isinstance(body, dict):
+            raise ValidationError("a compute definition must be a JSON object.")
+        check_fields(body, ("name", "connector"))
+        return cls(validate_name(body["name"]), validate_url(body["connector"]))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "connector": self.connector}
