@@ -18,7 +18,7 @@ from typing import Callable
 
 import consul.base
 from consul.exceptions import ConsulException
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from genisys.model import Compute, ValidationError
 
@@ -61,11 +61,8 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
             request_timeout=request_timeout, validate_cert=bool(self.verify))
         try:
             response = await self._client.fetch(request, raise_error=False)
-        except OSError as exc:
+        except (OSError, HTTPClientError) as exc:  # refused, reset, or timed out (599)
             raise ConsulUnavailable(f"Consul at {self.base_uri} is unreachable: {exc}") from None
-        if response.code == 599:
-            raise ConsulUnavailable(
-                f"Consul at {self.base_uri} is unreachable: {response.error}")
         if response.code >= 500:
             raise ConsulUnavailable(f"Consul at {self.base_uri} answered {response.code}: "
                                     f"{response.body.decode(errors='replace').strip()[:200]}")

@@ -1,0 +1,49 @@
+"""Names, numbers and compute definitions (pure)."""
+
+import pytest
+
+from genisys.model import Compute, ValidationError, validate_name, validate_number, validate_url
+
+
+@pytest.mark.parametrize("name", ["a", "local", "web-1", "my_service.v2", "A" * 64, "9lives"])
+def test_valid_names(name):
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "a b", "..", ".hidden", "-x", "A" * 65, "é", "a\n"])
+def test_invalid_names(name):
+    with pytest.raises(ValidationError, match="is invalid"):
+        validate_name(name)
+
+
+@pytest.mark.parametrize("value,expected", [(0, 0), (3, 3), ("3", 3), (" 12 ", 12), (100000, 100000)])
+def test_valid_numbers(value, expected):
+    assert validate_number(value) == expected
+
+
+@pytest.mark.parametrize("value,message", [
+    (-1, "must be >= 0"), ("-1", "must be an integer"), ("three", "must be an integer"),
+    (2.5, "must be an integer"), ("2.5", "must be an integer"), (True, "not a boolean"),
+    (None, "must be an integer"), ([], "must be an integer"), (100001, "at most 100000"),
+    ("9" * 30, "must be an integer"),
+])
+def test_invalid_numbers(value, message):
+    with pytest.raises(ValidationError, match=message):
+        validate_number(value)
+
+
+def test_connector_urls_are_normalised_without_a_trailing_slash():
+    assert validate_url("http://localhost:7051/") == "http://localhost:7051"
+    assert validate_url("https://c.example/base") == "https://c.example/base"
+
+
+@pytest.mark.parametrize("url", ["localhost:7051", "/x", "ftp://h", "http://", "http://h:0x",
+                                 "http://h/a b", "http://h/?q=1", "http://h/#f"])
+def test_invalid_connector_urls(url):
+    with pytest.raises(ValidationError, match="absolute http or https URL"):
+        validate_url(url)
+
+
+def test_compute_round_trip():
+    compute = Compute.from_dict({"name": "local", "connector": "http://localhost:7051"})
+    assert compute.to_dict() == {"name": "local", "connector": "http://localhost:7051"}
