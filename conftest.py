@@ -1,3 +1,5 @@
+"""Fixtures shared by tests/ and integration/: one real Consul agent serves the whole run."""
+
 import pytest
 
 from tests.support import ConsulAgent, Replica, unique_prefix

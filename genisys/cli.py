@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from genisys import config as config_module
 from genisys.api import Context, make_app
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.devconsul import DevConsul, consul_answers
+from genisys.connector import ConnectorClient
+from genisys.leader import LeaderElection
+from genisys.reconciler import Reconciler
 from genisys.model import Compute, ValidationError
 from genisys.store import Conflict, ConsulStore
 
@@ -100,19 +104,44 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     log.info("replica %s serving the API on http://%s:%s", context.replica_id,
              config.genisys.bind, config.genisys.port)
     seeding = asyncio.create_task(seed_computes(store, computes))
+    connectors = ConnectorClient(timeout=config.connector.timeout)
+    reconciler = Reconciler(store, connectors, poll_interval=config.connector.poll_interval,
+                            concurrency=config.connector.concurrency,
+                            service_prefix=config.consul.service_prefix,
+                            strategy=config.placement.strategy)
+    # The reconciliation loop is the leader's work: LeaderElection runs it while this
+    # replica leads and cancels it the moment it stops.
+    election = LeaderElection(store, context.replica_id, advertised_address(config),
+                              lock_delay=config.leader.lock_delay,
+                              check_ttl=config.leader.check_ttl, lead=reconciler.lead)
+    context.is_leader = lambda: election.is_leader
+    context.last_cycle = lambda: reconciler.last_cycle if election.is_leader else None
+    await election.start()
 
     await stop.wait()
+    # Leave the election first: stop leading, release the lock, then destroy the session
+    # and deregister, so that another replica takes over at once.
+    await election.stop()
     log.info("stopping: no new requests, closing the Consul connections")
     server.stop()
     seeding.cancel()
     await asyncio.gather(seeding, return_exceptions=True)
     await server.close_all_connections()
+    connectors.close()
     await store.close()
     if consul_dev:
         consul_dev.stop()
         log.info("stopped the Consul dev agent")
     log.info("stopped")
     return 0
+
+
+def advertised_address(config) -> str:
+    """host:port at which other replicas and clients reach this one."""
+    host = config.genisys.bind
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()  # in a container: its name on the network
+    return f"{host}:{config.genisys.port}"
 
 
 def start_dev_consul(config):

@@ -37,6 +37,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, exclude: set[int]) -> list[int]:
+    """`count` distinct free ports, none in `exclude` (held open until all are chosen)."""
+    sockets, ports = [], []
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in exclude:
+                ports.append(port)
+        return ports
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def consul_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     """True when a Consul agent with an elected leader answers at host:port."""
     try:
@@ -61,8 +78,8 @@ class DevConsul:
             raise RuntimeError(INSTALL_HINT)
         self.http_port = http_port or free_port()
         # Fixed for the agent's life: a restarted server must find its raft peers again.
-        self.ports = {"-serf-lan-port": free_port(), "-serf-wan-port": free_port(),
-                      "-server-port": free_port()}
+        lan, wan, server = free_ports(3, exclude={self.http_port})
+        self.ports = {"-serf-lan-port": lan, "-serf-wan-port": wan, "-server-port": server}
         self.process: subprocess.Popen | None = None
         self._log = None
 
@@ -83,8 +100,10 @@ class DevConsul:
         self._log = tempfile.NamedTemporaryFile(prefix="consul-dev-", suffix=".log", delete=False)
         log.info("starting a local Consul agent on %s (%s), its log in %s",
                  self.address, self.binary, self._log.name)
+        # Its own session: a Ctrl-C in the terminal must not stop Consul before Genisys
+        # has released its lock; stop() ends it last.
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not consul_answers("127.0.0.1", self.http_port, timeout=0.5):
             if self.process.poll() is not None:

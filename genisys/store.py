@@ -10,8 +10,10 @@ sees its own writes at once because every write refreshes the view before return
 """
 
 import asyncio
+import base64
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,7 +22,8 @@ import consul.base
 from consul.exceptions import ConsulException
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from genisys.model import Compute, ValidationError
+from genisys.model import Compute, ValidationError, validate_number
+from genisys.plan import Desired
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +105,24 @@ class Entry:
     modify_index: int
 
 
+@dataclass(frozen=True)
+class DesiredRecord:
+    """A service's desired total and placement, with their ModifyIndexes (0: absent)."""
+    total: int | None
+    total_index: int
+    placement: dict[str, int]
+    placement_index: int
+
+
 class PrefixView:
     """A local copy of every key under a prefix, kept current by blocking queries.
 
     `entries` is only trustworthy while `synced`; after a failed query it is not, until
-    the next successful one. `on_change` is called after each change of the copy.
+    the next successful one. `on_change` is called with the changed keys after each change.
     """
 
-    def __init__(self, client: _Consul, prefix: str, on_change: Callable[[], None] | None = None):
+    def __init__(self, client: _Consul, prefix: str,
+                 on_change: Callable[[set[str]], None] | None = None):
         self._client = client
         self.prefix = prefix
         self.on_change = on_change
@@ -164,10 +177,34 @@ class PrefixView:
         entries = {item["Key"]: Entry(item["Key"], item.get("Value") or b"",
                                       item["CreateIndex"], item["ModifyIndex"])
                    for item in items or ()}
-        changed = entries != self.entries
+        changed = {key for key in entries.keys() | self.entries.keys()
+                   if entries.get(key) != self.entries.get(key)}
         self.entries, self.index, self.synced = entries, index, True
         if changed and self.on_change:
-            self.on_change()
+            self.on_change(changed)
+
+
+# -- leader election: values and errors (methods in ConsulStore's election section) --
+
+SERVICE_NAME = "genisys"  # the catalog service every replica registers as
+
+
+class CheckMissing(Exception):
+    """The local Consul agent does not know this replica's TTL check (it was restarted
+    without its data, or someone deregistered the replica): register again."""
+
+
+class SessionInvalid(Exception):
+    """Consul no longer knows the session (invalidated or destroyed): create a new one."""
+
+
+@dataclass(frozen=True)
+class LeaderLock:
+    """The leader key as read: who holds it (session), its term (LockIndex), its value."""
+    session: str | None
+    lock_index: int
+    modify_index: int
+    value: dict
 
 
 class ConsulStore:
@@ -181,8 +218,15 @@ class ConsulStore:
         self.resources_key_prefix = resources_key_prefix
         self.computes_prefix = f"{key_prefix}computes/"
         self.placements_prefix = f"{key_prefix}placements/"
+        self.status_prefix = f"{key_prefix}status/"
+        self.leader_key = f"{key_prefix}leader"
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout)
         self.computes_view = PrefixView(self.consul, self.computes_prefix)
+        self.resources_view = PrefixView(self.consul, resources_key_prefix)
+        self.placements_view = PrefixView(self.consul, self.placements_prefix)
+        self.status_view = PrefixView(self.consul, self.status_prefix)
+        self._views = (self.computes_view, self.resources_view, self.placements_view,
+                       self.status_view)
 
     @classmethod
     def from_config(cls, section) -> "ConsulStore":
@@ -191,10 +235,12 @@ class ConsulStore:
                    resources_key_prefix=section.resources_key_prefix, timeout=section.timeout)
 
     def start(self) -> None:
-        self.computes_view.start()
+        for view in self._views:
+            view.start()
 
     async def close(self) -> None:
-        await self.computes_view.stop()
+        for view in self._views:
+            await view.stop()
         self.consul.http.close()
 
     async def ping(self) -> str:
@@ -203,6 +249,91 @@ class ConsulStore:
         if not leader:
             raise ConsulUnavailable(f"Consul at {self.address} has no leader")
         return leader
+
+    # -- leader election: catalog registration, TTL check, session, lock ----------------
+    # Used by genisys/leader.py only; the lock is `leader_key`, held by a session bound
+    # to the replica's TTL check.
+
+    async def register_replica(self, service_id: str, check_id: str, host: str, port: int,
+                               ttl: float, replica_id: str) -> None:
+        """Register this replica in the catalog with a TTL check; idempotent.
+
+        The check starts passing: a session can only be bound to a passing check, and
+        registering again (after an agent restart) must not fail a live session's check.
+        """
+        check = {"CheckID": check_id, "Name": f"genisys replica {replica_id} heartbeat",
+                 "TTL": f"{ttl:g}s", "Status": "passing",
+                 # a replica killed with -9 leaves the catalog on its own, a minute later
+                 "DeregisterCriticalServiceAfter": "1m"}
+        await self.consul.agent.service.register(
+            SERVICE_NAME, service_id=service_id, address=host, port=port, check=check,
+            meta={"replica": replica_id})
+
+    async def deregister_replica(self, service_id: str) -> None:
+        await self.consul.agent.service.deregister(service_id)
+
+    async def pass_check(self, check_id: str) -> None:
+        """Mark the TTL check passing; CheckMissing when the agent does not know it."""
+        try:
+            if await self.consul.agent.check.ttl_pass(check_id):
+                return
+        except ConsulUnavailable:
+            # Consul 1.8 answers an unknown check with a 500, later versions a 404: ask
+            # the agent (this raises ConsulUnavailable in turn when it is really down).
+            if check_id in await self.consul.agent.checks():
+                raise
+            raise CheckMissing(f"the Consul agent does not know check {check_id}") from None
+        if check_id not in await self.consul.agent.checks():
+            raise CheckMissing(f"the Consul agent does not know check {check_id}")
+        raise ConsulUnavailable(f"Consul at {self.address} refused to pass check {check_id}")
+
+    async def create_session(self, name: str, check_id: str, lock_delay: float) -> str:
+        """A session bound to serfHealth and the TTL check, behaviour release.
+
+        Consul takes the lock-delay in whole seconds here: rounded up, at least 0.
+        """
+        return await self.consul.session.create(
+            name=name, checks=["serfHealth", check_id], behavior="release",
+            lock_delay=max(0, math.ceil(lock_delay)))
+
+    async def destroy_session(self, session: str) -> None:
+        await self.consul.session.destroy(session)
+
+    async def sessions_bound_to(self, check_id: str) -> list[str]:
+        """The ids of the sessions bound to check `check_id`."""
+        _, sessions = await self.consul.session.list()
+        return [s["ID"] for s in sessions or ()
+                if check_id in (s.get("Checks") or ())
+                or any(c.get("ID") == check_id for c in s.get("ServiceChecks") or ())]
+
+    async def acquire_leader(self, session: str, value: dict) -> bool:
+        """Try to take the leader lock; SessionInvalid when the session is gone."""
+        try:
+            return await self.consul.kv.put(self.leader_key, _to_json(value), acquire=session)
+        except ConsulUnavailable as exc:
+            if "invalid session" in str(exc):
+                raise SessionInvalid(str(exc)) from None
+            raise
+
+    async def release_leader(self, session: str, value: dict | None = None) -> bool:
+        """Release the lock if `session` holds it (False otherwise), writing `value`."""
+        return await self.consul.kv.put(
+            self.leader_key, _to_json(value) if value is not None else None, release=session)
+
+    async def read_leader(self, index: int = 0,
+                          wait: float | None = None) -> tuple[int, LeaderLock | None]:
+        """The leader key (None when absent) and Consul's index; with `index` and `wait`
+        a blocking query that returns when the key changes or `wait` seconds passed."""
+        index, item = await self.consul.kv.get(
+            self.leader_key, index=index or None,
+            wait=f"{wait:.3f}s" if wait and index else None)
+        if item is None:
+            return int(index), None
+        value = _from_json(item.get("Value"))
+        return int(index), LeaderLock(session=item.get("Session"),
+                                      lock_index=item.get("LockIndex", 0),
+                                      modify_index=item["ModifyIndex"],
+                                      value=value if isinstance(value, dict) else {})
 
     # -- computes ---------------------------------------------------------------------
 
@@ -297,6 +428,158 @@ class ConsulStore:
             _warn_once(f"ignoring {entry.key}: its value names compute {compute.name!r}")
             return None
         return compute
+
+    # -- desired state: totals, placements, observed status ---------------------------
+
+    async def compute_entries(self, consistent: bool = False) -> list[tuple[Compute, int]]:
+        """Every compute with its ModifyIndex, in definition order (for check-and-set)."""
+        entries = sorted(await self._compute_entries(consistent),
+                         key=lambda e: (e.create_index, e.key))
+        return [(c, e.modify_index) for e in entries if (c := self._decode_compute(e))]
+
+    async def read_desired(self, service: str) -> DesiredRecord:
+        """A service's total and placement, with the indexes a commit must check."""
+        _, total = await self.consul.kv.get(self.resources_key_prefix + service)
+        _, placement = await self.consul.kv.get(self.placements_prefix + service)
+        return DesiredRecord(
+            total=_parse_total(total and total.get("Value")),
+            total_index=total["ModifyIndex"] if total else 0,
+            placement=_parse_placement(placement and placement.get("Value")),
+            placement_index=placement["ModifyIndex"] if placement else 0)
+
+    async def commit_desired(self, service: str, total: int, placement: dict[str, int],
+                             seen: DesiredRecord, compute_indexes: dict[str, int]) -> bool:
+        """Write total and placement in one transaction; False when anything changed since
+        `seen` was read (either key, or a compute the placement uses)."""
+        ops = [_kv("cas", self.resources_key_prefix + service, str(total), seen.total_index),
+               _kv("cas", self.placements_prefix + service, _to_json(placement),
+                   seen.placement_index)]
+        ops += [_kv("check-index", self.computes_prefix + name, index=index)
+                for name, index in compute_indexes.items()]
+        return await self._txn(ops)
+
+    def desired_snapshot(self) -> tuple[Desired, dict[str, tuple[int, int]]]:
+        """The desired state from the views, and per service the (total, placement)
+        ModifyIndexes for the leader's check-and-set; ConsulUnavailable unless in sync."""
+        if not all(view.synced for view in self._views):
+            raise ConsulUnavailable("the local view of Consul is not in sync")
+        computes = {c.name: c.connector for c in self._sorted_view_computes()}
+        totals, placements, indexes = {}, {}, {}
+        for key, entry in self.resources_view.entries.items():
+            service = key[len(self.resources_key_prefix):]
+            total = _parse_total(entry.value)
+            if total is None:
+                _warn_once(f"ignoring {key}: its value {entry.value[:40]!r} is not a count")
+                continue
+            totals[service] = total
+            placement_entry = self.placements_view.entries.get(self.placements_prefix + service)
+            indexes[service] = (entry.modify_index,
+                                placement_entry.modify_index if placement_entry else 0)
+        for key, entry in self.placements_view.entries.items():
+            placements[key[len(self.placements_prefix):]] = _parse_placement(entry.value)
+        return Desired(computes, totals, placements), indexes
+
+    def service_records(self) -> dict[str, dict]:
+        """Desired total, placement and last observed status of every known service."""
+        records: dict[str, dict] = {}
+
+        def record(service):
+            return records.setdefault(service, {"desired": None, "placement": {},
+                                                "observed": {}, "errors": {},
+                                                "observed_at": None})
+
+        for view, prefix in ((self.resources_view, self.resources_key_prefix),
+                             (self.placements_view, self.placements_prefix),
+                             (self.status_view, self.status_prefix)):
+            if not view.synced:
+                raise ConsulUnavailable(f"Consul at {self.address} is not answering")
+            for key, entry in view.entries.items():
+                service = key[len(prefix):]
+                if view is self.resources_view:
+                    record(service)["desired"] = _parse_total(entry.value)
+                elif view is self.placements_view:
+                    record(service)["placement"] = _parse_placement(entry.value)
+                else:
+                    status = _from_json(entry.value)
+                    if isinstance(status, dict):
+                        record(service).update({k: status.get(k, record(service)[k])
+                                                for k in ("observed", "errors", "observed_at")})
+        return dict(sorted(records.items()))
+
+    async def catalog_services(self, prefix: str) -> list[str]:
+        """Services in Consul's catalog whose name starts with `prefix`."""
+        _, services = await self.consul.catalog.services()
+        return sorted(name for name in services if name.startswith(prefix))
+
+    async def leader_write(self, session: str, placements: dict[str, tuple[dict, int, int]],
+                           statuses: dict[str, dict]) -> bool:
+        """The leader's writes, each transaction guarded by its hold on the lock.
+
+        placements: service -> (placement, total ModifyIndex, placement ModifyIndex): a
+        placement is written only if neither key changed since the leader read them.
+        Returns False when a transaction was refused (lock lost, or a key changed).
+        """
+        ops = []
+        for service, (placement, total_index, placement_index) in placements.items():
+            ops.append(_kv("check-index", self.resources_key_prefix + service,
+                           index=total_index))
+            ops.append(_kv("cas", self.placements_prefix + service, _to_json(placement),
+                           placement_index))
+        ops += [_kv("set", self.status_prefix + service, _to_json(status))
+                for service, status in statuses.items()]
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        ok = True
+        # Consul allows 64 operations per transaction; a placement's two stay together.
+        for start in range(0, len(ops), TXN_BATCH):
+            ok = await self._txn([guard, *ops[start:start + TXN_BATCH]]) and ok
+        return ok
+
+    def _sorted_view_computes(self) -> list[Compute]:
+        entries = sorted(self.computes_view.entries.values(), key=lambda e: (e.create_index, e.key))
+        return [c for e in entries if (c := self._decode_compute(e))]
+
+    async def _txn(self, ops: list[dict]) -> bool:
+        """Run a Consul transaction: True when applied, False when rolled back."""
+        def outcome(response):
+            if response.code == 409:
+                return False
+            if response.code != 200:
+                raise ConsulException(f"transaction refused ({response.code}): "
+                                      f"{response.body[:200]}")
+            return True
+        return await self.consul.http.put(outcome, "/v1/txn", data=json.dumps(ops),
+                                          headers=self.consul.prepare_headers())
+
+
+# Even, so that a placement's check-index and cas never straddle two transactions.
+TXN_BATCH = 62
+
+
+def _kv(verb: str, key: str, value: str | None = None, index: int | None = None) -> dict:
+    op = {"Verb": verb, "Key": key}
+    if value is not None:
+        op["Value"] = base64.b64encode(value.encode()).decode()
+    if index is not None:
+        op["Index"] = index
+    return {"KV": op}
+
+
+def _parse_total(raw) -> int | None:
+    """A desired total as other Skynet components write it: a decimal string."""
+    if raw is None:
+        return None
+    try:
+        return validate_number(raw.decode() if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, ValidationError):
+        return None
+
+
+def _parse_placement(raw) -> dict[str, int]:
+    value = _from_json(raw)
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items()
+            if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0}
 
 
 def _to_json(value) -> str:

@@ -8,6 +8,8 @@ import tornado.web
 from genisys.api.base import NotFoundHandler
 from genisys.api.computes import ComputeHandler, ComputesHandler
 from genisys.api.health import HealthHandler
+from genisys.api.leader import LeaderHandler
+from genisys.api.services import ScaleHandler, ServiceHandler, ServicesHandler
 from genisys.config import Config
 from genisys.store import ConsulStore
 
@@ -19,6 +21,9 @@ class Context:
     store: ConsulStore
     replica_id: str
     is_leader: Callable[[], bool] = field(default=lambda: False)
+    # When the leader's last reconcile cycle completed (None on followers): a stuck loop
+    # shows in /health.
+    last_cycle: Callable[[], dict | None] = field(default=lambda: None)
 
 
 def make_app(context: Context) -> tornado.web.Application:
@@ -27,7 +32,11 @@ def make_app(context: Context) -> tornado.web.Application:
         [
             (r"/compute/?", ComputesHandler, args),
             (r"/compute/([^/]+)", ComputeHandler, args),
+            (r"/service/?", ServicesHandler, args),
+            (r"/service/([^/]+)", ServiceHandler, args),
+            (r"/service/([^/]+)/scale", ScaleHandler, args),
             (r"/health", HealthHandler, args),
+            (r"/leader", LeaderHandler, args),
         ],
         default_handler_class=NotFoundHandler, default_handler_args=args,
     )

@@ -8,6 +8,8 @@ class HealthHandler(JsonHandler):
     async def get(self):
         context = self.context
         body = {"status": "ok", "replica": context.replica_id, "leader": context.is_leader()}
+        if body["leader"]:
+            body["last_cycle"] = context.last_cycle()
         try:
             await context.store.ping()
         except ConsulUnavailable as exc:
