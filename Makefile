@@ -18,7 +18,7 @@ $(CONSUL):
 	scripts/install-consul.sh
 
 run: setup
-	$(PY) main.py --dev
+	$(PY) scripts/run_dev.py
 
 test: setup
 	$(PY) -m pytest

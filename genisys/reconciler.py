@@ -1,0 +1,216 @@
+"""The leader's loop: observe -> plan -> act, level-triggered.
+
+A full cycle runs every `connector.poll_interval`; a change under the resources or
+placements prefixes wakes the loop at once for just the services that changed, so a
+scale request reaches its connector in milliseconds. Each cycle reads one snapshot,
+decides with pure functions (genisys.plan), then acts. A failing cycle is logged and
+the next one runs: the loop never dies.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from genisys.connector import ConnectorClient, ConnectorError
+from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
+from genisys.store import ConsulStore
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
+                 concurrency: int, service_prefix: str, strategy: str):
+        self.store = store
+        self.client = client
+        self.poll_interval = poll_interval
+        self.concurrency = concurrency
+        self.service_prefix = service_prefix
+        self.strategy = strategy
+        self.last_cycle: dict | None = None   # for /health: when the last cycle completed
+        self._dirty: set[str] = set()
+        self._full_due = True
+        self._wake = asyncio.Event()
+        store.resources_view.on_change = self._changed(store.resources_key_prefix)
+        store.placements_view.on_change = self._changed(store.placements_prefix)
+        store.computes_view.on_change = lambda keys: self._request_full()
+
+    def _changed(self, prefix: str):
+        def notice(keys: set[str]) -> None:
+            self._dirty.update(key[len(prefix):] for key in keys)
+            self._wake.set()
+        return notice
+
+    def _request_full(self) -> None:
+        self._full_due = True
+        self._wake.set()
+
+    async def lead(self, term) -> None:
+        """Reconcile until cancelled (the election cancels it when leadership ends)."""
+        log.info("reconciling as leader (term %s), full cycle every %gs", term.number,
+                 self.poll_interval)
+        self._full_due = True
+        next_full = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_full:
+                self._full_due = True
+            if self._full_due:
+                self._full_due, self._dirty = False, set()
+                next_full = now + self.poll_interval
+                services = None
+            else:
+                services, self._dirty = self._dirty, set()
+            if services is None or services:
+                await self._run_cycle(term, services)
+            self._wake.clear()
+            if self._dirty or self._full_due:
+                continue
+            try:
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the
+                # election's cancellation when the wake-up happens at the same moment.
+                async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _run_cycle(self, term, services: set[str] | None) -> None:
+        started = time.monotonic()
+        try:
+            summary = await self.cycle(term, services)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the loop must survive anything a cycle meets
+            log.error("reconcile cycle failed, the next one will retry: %s", exc,
+                      exc_info=not isinstance(exc, (ConnectionError, OSError)))
+            if services:
+                self._dirty |= services
+            self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
+            await asyncio.sleep(min(1.0, self.poll_interval))
+            return
+        took = time.monotonic() - started
+        self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3)}
+        # Quick cycles already logged their orders one by one.
+        log.log(logging.INFO if services is None else logging.DEBUG, "%s cycle: %s (%.0f ms)", "full" if services is None else "quick",
+                summary, took * 1000)
+
+    async def cycle(self, term, services: set[str] | None = None) -> str:
+        """One observe -> plan -> act pass over `services` (None: every managed service)."""
+        desired, indexes = self.store.desired_snapshot()
+        managed = set(desired.totals)
+        if services is None:
+            if self.service_prefix:
+                managed |= set(await self.store.catalog_services(self.service_prefix))
+        else:
+            managed &= services
+        desired = _only(desired, managed)
+
+        fixes = placements_to_fix(desired, self.strategy)
+        if fixes:
+            for service, placement in fixes.items():
+                log.info("placing %s: desired total %d, placement %s (was %s)", service,
+                         desired.totals[service], _describe(placement),
+                         _describe(desired.placements.get(service, {})))
+            desired = replace(desired, placements={**desired.placements, **fixes})
+
+        observed = await self.observe(desired.computes, managed, bulk=services is None)
+        orders = scale_orders(desired, observed)
+
+        if not term.valid():
+            return f"no longer leading: dropped {len(orders)} orders"
+        if fixes and not await self.store.leader_write(
+                term.session, {s: (p, *indexes[s]) for s, p in fixes.items()}, {}):
+            self._request_full()  # someone changed these services meanwhile: read again
+            return "placements changed during the cycle; starting over"
+        await self.act(orders, desired.computes, observed, term)
+        if term.valid():
+            await self.store.leader_write(term.session, {}, self._changed_statuses(
+                desired, managed, observed))
+        failed = len({key[0] for key in observed.errors})
+        return (f"{len(managed)} services on {len(desired.computes)} computes, "
+                f"{failed} with errors, {len(orders)} orders")
+
+    async def observe(self, computes: dict[str, str], services: set[str],
+                      bulk: bool) -> Observed:
+        """Ask every compute for every service's count; one failure never blocks the others."""
+        observed = Observed()
+
+        async def one_compute(compute: str, url: str) -> None:
+            limit = asyncio.Semaphore(self.concurrency)
+            counts = None
+            if bulk:
+                try:
+                    counts = await self.client.bulk_status(url)
+                except ConnectorError as exc:
+                    for service in services:
+                        observed.errors[service, compute] = str(exc)
+                    return
+            if counts is not None:
+                for service in services:
+                    observed.counts[service, compute] = counts.get(service, 0)
+                return
+
+            async def one_service(service: str) -> None:
+                async with limit:
+                    try:
+                        observed.counts[service, compute] = await self.client.status(url, service)
+                    except ConnectorError as exc:
+                        observed.errors[service, compute] = str(exc)
+
+            await asyncio.gather(*(one_service(s) for s in services))
+
+        await asyncio.gather(*(one_compute(c, url) for c, url in computes.items()))
+        return observed
+
+    async def act(self, orders: list[ScaleOrder], computes: dict[str, str], observed: Observed,
+                  term) -> None:
+        """Send the orders, all computes in parallel; record what each answered."""
+        limits = {}
+
+        async def send(order: ScaleOrder, url: str) -> None:
+            async with limits.setdefault(order.compute, asyncio.Semaphore(self.concurrency)):
+                log.info("scaling %s on %s from %d to %d (term %d)", order.service,
+                         order.compute, order.observed, order.number, term.number)
+                try:
+                    count = await self.client.scale(url, order.service, order.number, term.number)
+                except ConnectorError as exc:
+                    log.warning("scaling %s on %s failed: %s", order.service, order.compute, exc)
+                    observed.errors[order.service, order.compute] = str(exc)
+                    return
+                observed.counts[order.service, order.compute] = count
+
+        await asyncio.gather(*(send(o, computes[o.compute]) for o in orders))
+
+    def _changed_statuses(self, desired: Desired, managed: set[str],
+                          observed: Observed) -> dict[str, dict]:
+        """Status records that differ from what Consul holds: write only those."""
+        current = self.store.service_records()
+        changed = {}
+        for service in managed:
+            status = {
+                "observed": {c: observed.counts[service, c] for c in desired.computes
+                             if (service, c) in observed.counts},
+                "errors": {c: observed.errors[service, c] for c in desired.computes
+                           if (service, c) in observed.errors},
+            }
+            known = current.get(service, {})
+            if (known.get("observed"), known.get("errors")) != (status["observed"],
+                                                               status["errors"]):
+                changed[service] = {**status, "observed_at": _now()}
+        return changed
+
+
+def _only(desired: Desired, services: set[str]) -> Desired:
+    return Desired(desired.computes,
+                   {s: n for s, n in desired.totals.items() if s in services},
+                   {s: p for s, p in desired.placements.items() if s in services})
+
+
+def _describe(placement: dict[str, int]) -> str:
+    return ", ".join(f"{c}={n}" for c, n in placement.items()) or "none"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
