@@ -1,0 +1,73 @@
+"""The README's httpie examples, run with the real httpie client against real processes."""
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.connector_helpers import ConnectorProcess
+from tests.support import ROOT, wait_until
+
+README = (ROOT / "README.md").read_text()
+HTTP = shutil.which("http", path=str(Path(sys.executable).parent)) or shutil.which("http")
+
+
+def shell_block(marker: str) -> list[str]:
+    """The httpie lines of the README's ```sh block that contains `marker`."""
+    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
+        if marker in block:
+            return [line.split("#")[0].strip() for line in block.splitlines()
+                    if line.startswith("http ")]
+    raise AssertionError(f"no ```sh block with {marker!r} in README.md")
+
+
+def httpie(line: str, ports: dict[str, int]):
+    """Run one README line with the real `http`, on this test's ports; its JSON answer."""
+    for documented, actual in ports.items():
+        line = line.replace(f":{documented}", f":{actual}")
+    words = shlex.split(line)
+    result = subprocess.run([HTTP, "--ignore-stdin", "--check-status", "--print=b", *words[1:]],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, f"{line}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+@pytest.fixture
+def process_connector(tmp_path):
+    with ConnectorProcess("genisys.connectors.process", "--service-file",
+                          "examples/services.py", log_path=tmp_path / "connector.log") as c:
+        yield c
+
+
+def test_quick_start(start_replica, process_connector, tmp_path):
+    computes = tmp_path / "computes.py"
+    computes.write_text(f'local = {{"name": "local", "connector": "{process_connector.url}"}}\n')
+    replica = start_replica({"connector": {"poll_interval": "15s"}}, compute_file=str(computes))
+    ports = {"7001": replica.port, "7051": process_connector.port}
+    wait_until(lambda: replica.request("GET", "/compute/local").status_code == 200, timeout=10,
+               what="the compute file in Consul")
+    scale, show, status = shell_block("service/demo/scale")
+    assert httpie(scale, ports) == {"service": "demo", "desired": 2, "placement": {"local": 2}}
+    wait_until(lambda: httpie(show, ports)["observed"] == {"local": 2}, timeout=10,
+               what="2 running, as the README shows")
+    assert httpie(status, ports) == {"running_resources": 2}
+
+
+def test_api_examples(start_replica, tmp_path):
+    computes = tmp_path / "computes.py"
+    computes.write_text('local = {"name": "local", "connector": "http://127.0.0.1:9"}\n')
+    replica = start_replica(compute_file=str(computes))
+    wait_until(lambda: replica.request("GET", "/compute/local").status_code == 200, timeout=10,
+               what="the compute file in Consul")
+    ports = {"7001": replica.port}
+    lines = shell_block("name=localdc")
+    answers = [httpie(line, ports) for line in lines]
+    assert answers[0] == {"name": "localdc", "connector": "http://localhost:7051"}
+    assert list(answers[1]) == ["local", "localdc"]
+    assert answers[3]["connector"] == "http://localhost:7052"
+    assert replica.request("GET", "/service/myService").json()["desired"] == 5
