@@ -13,11 +13,11 @@ from tornado.httpserver import HTTPServer
 from genisys import config as config_module
 from genisys.api import Context, make_app
 from genisys.computes_file import DefinitionFileError, read_definitions
-from genisys.devconsul import DevConsul, consul_answers
 from genisys.connector import ConnectorClient
+from genisys.devconsul import DevConsul, consul_answers
 from genisys.leader import LeaderElection
-from genisys.reconciler import Reconciler
 from genisys.model import Compute, ValidationError
+from genisys.reconciler import Reconciler
 from genisys.store import Conflict, ConsulStore
 
 log = logging.getLogger("genisys")

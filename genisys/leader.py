@@ -23,8 +23,8 @@ import asyncio
 import logging
 import math
 import time
-from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from genisys.store import SERVICE_NAME, CheckMissing, ConsulStore, LeaderLock, SessionInvalid
 
@@ -203,7 +203,7 @@ class LeaderElection:
                         f"genisys leader election: {self.replica_id}", self.check_id,
                         self.lock_delay)
                 self._value = {"id": self.replica_id, "address": self.address,
-                               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                               "since": datetime.now(UTC).isoformat(timespec="seconds")}
                 sent = time.monotonic()
                 if await self._store.acquire_leader(self._session, self._value):
                     index, lock = await self._store.read_leader()

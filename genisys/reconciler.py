@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError
 from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
@@ -213,4 +213,4 @@ def _describe(placement: dict[str, int]) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -15,8 +15,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import consul.base
 from consul.exceptions import ConsulException

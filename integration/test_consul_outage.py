@@ -4,7 +4,6 @@ import signal
 import time
 
 import pytest
-import requests
 
 from genisys.devconsul import DevConsul
 from tests.support import Replica, unique_prefix, wait_until

@@ -9,8 +9,16 @@ import time
 import pytest
 
 from genisys.devconsul import DevConsul, free_port
-from integration.test_leader import (FAST, MARGIN, LeadershipMonitor, health, leaders,
-                                     registrations_of, replica_id, single_leader)
+from integration.test_leader import (
+    FAST,
+    MARGIN,
+    LeadershipMonitor,
+    health,
+    leaders,
+    registrations_of,
+    replica_id,
+    single_leader,
+)
 from tests.support import Replica, unique_prefix, wait_until
 
 # Event-loop and sampling latency on top of the margin.

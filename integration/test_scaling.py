@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from genisys.devconsul import free_port
 from tests.connector_helpers import ConnectorProcess, processes_of, unique

@@ -7,14 +7,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `pytest` alone does not put the repository on the path
-    sys.path.insert(0, str(ROOT))
+from tests.support import ROOT, wait_until
 
 DEMO_COMMAND = [sys.executable, str(ROOT / "examples" / "demo_service.py")]
 
@@ -37,17 +34,6 @@ def call(method: str, url: str, body=None, headers=None, raw: bytes | None = Non
         return response.status, json.loads(payload) if payload else None
     finally:
         connection.close()
-
-
-def wait_until(predicate, timeout: float = 10, what: str = "the condition", interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def parent_of(pid: int) -> int | None:

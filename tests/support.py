@@ -18,7 +18,7 @@ from genisys.devconsul import INSTALL_HINT, DevConsul, find_consul_binary, free_
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.05):
     """Poll `predicate` until it returns a truthy value; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -5,13 +5,9 @@ import os
 import docker
 import pytest
 
-try:
-    from connector_helpers import ConnectorProcess, unique, wait_until
-except ImportError:  # tests/ became a package
-    from tests.connector_helpers import ConnectorProcess, unique, wait_until
-
 from genisys.connectors.docker import INSTANCE_LABEL, SERVICE_LABEL, DockerBackend
 from genisys.model import ValidationError
+from tests.connector_helpers import ConnectorProcess, unique, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,14 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-try:
-    from connector_helpers import ROOT, ConnectorProcess, call, unique, wait_until
-except ImportError:  # tests/ became a package
-    from tests.connector_helpers import ROOT, ConnectorProcess, call, unique, wait_until
-
 from genisys.computes_file import DefinitionFileError
 from genisys.connectors.kit import MAX_BODY, Backend, BackendError, Connector, listen
 from genisys.model import ValidationError, check_fields, validate_name
+from tests.connector_helpers import ROOT, ConnectorProcess, call, unique, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,12 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-try:
-    from connector_helpers import (DEMO_COMMAND, ROOT, ConnectorProcess, call, parent_of,
-                                   processes_of, unique, wait_until)
-except ImportError:  # tests/ became a package
-    from tests.connector_helpers import (DEMO_COMMAND, ROOT, ConnectorProcess, call, parent_of,
-                                         processes_of, unique, wait_until)
+from tests.connector_helpers import (
+    DEMO_COMMAND,
+    ROOT,
+    ConnectorProcess,
+    call,
+    parent_of,
+    processes_of,
+    unique,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,7 +1,8 @@
 """Unit and property tests for genisys.placement (DESIGN section 6)."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from genisys.placement import STRATEGIES, NoComputeError, place, placement_total
 

@@ -1,7 +1,7 @@
 """The HTTP API: the application factory and the routes."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import tornado.web
 

@@ -19,8 +19,13 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from genisys.connectors.kit import (Backend, BackendError, run, validate_command,
-                                    validate_environment)
+from genisys.connectors.kit import (
+    Backend,
+    BackendError,
+    run,
+    validate_command,
+    validate_environment,
+)
 from genisys.model import ValidationError, check_fields, validate_name
 
 SERVICE_LABEL = "genisys.service"

@@ -16,8 +16,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from genisys.connectors.kit import (Backend, BackendError, run, validate_command,
-                                    validate_environment)
+from genisys.connectors.kit import (
+    Backend,
+    BackendError,
+    run,
+    validate_command,
+    validate_environment,
+)
 from genisys.model import ValidationError, check_fields, validate_name
 
 log = logging.getLogger("genisys.connector.process")

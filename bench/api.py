@@ -1,0 +1,437 @@
+"""API bench: one Genisys replica beside Consul's KV API and a bare Tornado handler.
+
+    python -m bench.api [--duration 5] [--warmup 1] [--connections 1,16]   (or: make bench)
+
+One run starts a Consul dev agent, defines 100 computes, starts one replica
+(`python main.py --config <tmp> --log-level WARNING`) and, as a separate process, a bare
+Tornado handler that returns the same JSON from memory: the ceiling of one Python process.
+It then measures, at each connection count, with keep-alive connections (wrk when it is on
+PATH, else the asyncio client of bench/loadgen.py):
+
+    Genisys  GET /compute/<name>, GET /compute (100 computes), POST /compute (real creates)
+    bare Tornado  GET /compute/<name>, GET /compute
+    Consul   GET /v1/kv/<prefix>computes/<name>  (the same read, made to Consul directly)
+
+and prints a table, the ratios and whether the targets are met. Everything is on loopback;
+nothing is written to disk but temporary files. Figures, never assertions.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import loadgen
+from genisys.devconsul import INSTALL_HINT, DevConsul, find_consul_binary, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPUTE_COUNT = 100
+ITEM = "c050"  # the compute that GET /compute/<name> reads
+
+GET_ITEM = "Genisys GET /compute/<name>"
+BARE_ITEM = "bare Tornado GET /compute/<name>"
+KV_ITEM = "Consul GET /v1/kv/<prefix>computes/<name>"
+GET_LIST = f"Genisys GET /compute ({COMPUTE_COUNT} computes)"
+BARE_LIST = f"bare Tornado GET /compute ({COMPUTE_COUNT})"
+POST = "Genisys POST /compute (creates)"
+
+# Targets for Genisys GET /compute/<name> at 16 connections on one replica.
+TARGET_SHARE_OF_BARE = 0.80
+TARGET_P99_MS = 15.0
+
+
+def compute_definitions(count: int = COMPUTE_COUNT) -> dict[str, dict]:
+    """The computes of the bench, in definition order; the same in every process."""
+    return {f"c{i:03d}": {"name": f"c{i:03d}", "connector": f"http://127.0.0.1:{20000 + i}"}
+            for i in range(count)}
+
+
+# -- the bare Tornado server (run as `python -m bench.api --serve-bare PORT`) ---------------
+
+def make_bare_app(computes: dict[str, dict]):
+    """The same JSON as Genisys, from memory: routing, one dict lookup, json.dumps, finish."""
+    import tornado.web
+
+    class ComputesHandler(tornado.web.RequestHandler):
+        def get(self):
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(computes))
+
+    class ComputeHandler(tornado.web.RequestHandler):
+        def get(self, name):
+            compute = computes.get(name)
+            if compute is None:
+                self.set_status(404)
+                compute = {"error": f"compute {name!r} does not exist."}
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(compute))
+
+    return tornado.web.Application([(r"/compute/?", ComputesHandler),
+                                    (r"/compute/([^/]+)", ComputeHandler)])
+
+
+def serve_bare(port: int, count: int) -> int:
+    import asyncio
+    import signal
+
+    from tornado.httpserver import HTTPServer
+
+    async def serve():
+        server = HTTPServer(make_bare_app(compute_definitions(count)), xheaders=True)  # as the replica's
+        server.listen(port, "127.0.0.1")
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await stop.wait()
+        server.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+# -- processes ----------------------------------------------------------------------------
+
+class Process:
+    """A child process with its output in a temporary log; stop() by SIGTERM."""
+
+    def __init__(self, name: str, command: list[str], cwd: Path, env: dict | None = None,
+                 cpus: set[int] | None = None):
+        self.name = name
+        self.log_path = cwd / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
+                               f"{self.log_path.read_text(errors='replace')[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def fetch(method: str, host_port: str, path: str, body: bytes | None = None,
+         timeout: float = 5.0) -> tuple[int, bytes]:
+    host, port = host_port.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_for(what: str, predicate, process: Process | None = None, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        if process:
+            process.check()
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+# -- the bench ----------------------------------------------------------------------------
+
+class Row:
+    def __init__(self, label: str, result: loadgen.Result, cpu: float | None,
+                 others: float | None):
+        self.label, self.result = label, result
+        self.cpu = cpu  # the measured server's CPU, in cores
+        self.others = others  # CPU used by other programs on the machine, in cores
+
+    @property
+    def per_cpu_second(self) -> float | None:
+        """Requests per CPU-second of the server: its cost, whatever else ran."""
+        return self.result.rps / self.cpu if self.cpu else None
+
+
+class CpuMeter:
+    """CPU time of the server measured, and of everything on the machine that is not this
+    bench (its servers, Consul, the load generator): a busy machine makes figures noisy."""
+
+    def __init__(self, server: int, ours: list[int]):
+        self.server, self.ours = server, ours
+
+    def sample(self):
+        ours = [cpu_seconds(pid) for pid in self.ours]
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the finished wrk runs
+        return (time.monotonic(), cpu_seconds(self.server), machine_busy_seconds(),
+                None if None in ours else sum(ours) + me.ru_utime + me.ru_stime
+                + children.ru_utime + children.ru_stime)
+
+    @staticmethod
+    def rates(before, after) -> tuple[float | None, float | None]:
+        elapsed = after[0] - before[0]
+        server = (after[1] - before[1]) / elapsed if None not in (after[1], before[1]) else None
+        if None in (after[2], before[2], after[3], before[3]):
+            return server, None
+        others = ((after[2] - before[2]) - (after[3] - before[3])) / elapsed
+        return server, max(0.0, others)
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU time spent in user and system mode on the whole machine (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return sum(int(v) for v in fields[1:4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def measure(tool: loadgen.LoadGenerator, label: str, request: loadgen.Request,
+            connections: int, args, run_id: str, meter: CpuMeter) -> Row:
+    tag = f"p{run_id}-c{connections}"
+    if args.warmup:
+        tool.run(request, connections, args.warmup, tag + "w")
+    before = meter.sample()
+    result = tool.run(request, connections, args.duration, tag + "m")
+    cpu, others = meter.rates(before, meter.sample())
+    row = Row(label, result, cpu, others)
+    print(format_row(row), flush=True)
+    return row
+
+
+HEADER = (f"{'endpoint':<42} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'non-2xx':>7} {'errors':>6} {'srv CPU':>7} {'req/CPU-s':>9} {'others':>6}")
+
+
+def format_row(row: Row) -> str:
+    r = row.result
+    cpu = f"{row.cpu * 100:.0f}%" if row.cpu is not None else "-"
+    per_cpu = f"{row.per_cpu_second:,.0f}" if row.per_cpu_second else "-"
+    others = f"{row.others * 100:.0f}%" if row.others is not None else "-"
+    return (f"{row.label:<42} {r.connections:>5} {r.rps:>7,.0f} {r.p50_ms:>7.2f} "
+            f"{r.p99_ms:>7.2f} {r.non2xx:>7} {r.socket_errors:>6} {cpu:>7} {per_cpu:>9} "
+            f"{others:>6}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=(
+        "Throughput and latency of one Genisys replica, beside Consul's KV API and a bare "
+        "Tornado handler, measured in one run."))
+    parser.add_argument("--duration", type=int, default=5, metavar="SECONDS",
+                        help="length of each measurement (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, metavar="SECONDS",
+                        help="warm-up before each measurement, not counted (default 1)")
+    parser.add_argument("--connections", default="1,16", metavar="N[,N...]",
+                        help="concurrent keep-alive connections (clients), comma-separated "
+                             "(default 1,16)")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto",
+                        help="auto: wrk when it is on PATH, else the asyncio client")
+    parser.add_argument("--replica-log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="the replica's --log-level (default WARNING: no access log line "
+                             "per request; INFO measures its cost)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin the load generator and the servers to separate CPUs")
+    parser.add_argument("--only", default="", metavar="WORD[,WORD...]",
+                        help="measure only the endpoints whose label contains one of these "
+                             "words, e.g. --only POST or --only '<name>'")
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
+        assert args.connections and all(c > 0 for c in args.connections)
+    except (ValueError, AssertionError):
+        parser.error("--connections takes positive integers separated by commas, e.g. 1,16")
+    if args.duration < 1 or args.warmup < 0:
+        parser.error("--duration must be >= 1 and --warmup >= 0 (whole seconds)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve_bare:
+        return serve_bare(args.serve_bare, COMPUTE_COUNT)
+    if find_consul_binary() is None:
+        print(f"bench: {INSTALL_HINT}", file=sys.stderr)
+        return 1
+    tool = loadgen.choose(args.loadgen)
+    print(f"load generator: {tool.describe()}")
+    with ExitStack() as stack:
+        return run(args, tool, stack)
+
+
+def cpu_plan(pin: bool, tool: loadgen.LoadGenerator) -> tuple[set[int] | None, str]:
+    """Pin the load generator to one CPU and both Python servers to another, so that
+    they do not take turns on the same core (the figures vary much less from run to run);
+    Consul runs on every CPU, as a Go program uses them."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2:
+        why = "--no-pin" if not pin else f"{len(cpus) or os.cpu_count()} CPU(s)"
+        return None, (f"no CPU pinning ({why}): the load generator, the server measured "
+                      f"and Consul share {os.cpu_count()} cores")
+    tool.cpus = {cpus[0]}
+    return {cpus[1]}, (f"CPU pinning: load generator on CPU {cpus[0]}, the replica and the "
+                       f"bare Tornado server on CPU {cpus[1]}, Consul on all "
+                       f"{len(cpus)} (--no-pin to turn it off)")
+
+
+def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="genisys-bench-"))
+    run_id = uuid.uuid4().hex[:6]
+    prefix = f"bench-{run_id}/"
+
+    server_cpus, pinning = cpu_plan(args.pin, tool)
+    consul = DevConsul().start()
+    stack.callback(consul.stop)
+    computes = compute_definitions()
+    for name, definition in computes.items():  # as the store writes them
+        value = json.dumps(definition, separators=(",", ":"), sort_keys=True).encode()
+        status, _ = fetch("PUT", consul.address, f"/v1/kv/{prefix}computes/{name}", value)
+        assert status == 200, f"Consul refused the seed write: {status}"
+
+    replica_port, bare_port = free_port(), free_port()
+    replica_address, bare_address = f"127.0.0.1:{replica_port}", f"127.0.0.1:{bare_port}"
+    config = workdir / "genisys.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "genisys": {"bind": "127.0.0.1", "port": replica_port, "compute_file": ""},
+        "consul": {"host": "127.0.0.1", "port": consul.http_port, "key_prefix": prefix,
+                   "resources_key_prefix": f"{prefix}resources/"},
+    }))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+    replica = Process("replica", [sys.executable, str(ROOT / "main.py"), "--config", str(config),
+                                  "--log-level", args.replica_log_level], workdir, env,
+                      server_cpus)
+    stack.callback(replica.stop)
+    bare = Process("bare-tornado", [sys.executable, "-m", "bench.api", "--serve-bare",
+                                    str(bare_port)], workdir, {**env, "PYTHONPATH": str(ROOT)}, server_cpus)
+    stack.callback(bare.stop)
+
+    wait_for("the replica to serve the 100 computes",
+             lambda: (lambda s, b: s == 200 and len(json.loads(b)) == COMPUTE_COUNT)(
+                 *fetch("GET", replica_address, "/compute")), replica)
+    wait_for("the bare Tornado server", lambda: fetch("GET", bare_address, "/compute")[0] == 200,
+             bare)
+    for path in (f"/compute/{ITEM}", "/compute"):  # "the same JSON", byte for byte
+        ours, theirs = fetch("GET", replica_address, path), fetch("GET", bare_address, path)
+        if ours != theirs:
+            print(f"warning: GET {path} differs: Genisys {ours[0]} {len(ours[1])} bytes, "
+                  f"bare Tornado {theirs[0]} {len(theirs[1])} bytes", file=sys.stderr)
+    consul_version = json.loads(fetch("GET", consul.address, "/v1/agent/self")[1])["Config"]["Version"]
+
+    print(f"Consul {consul_version} dev agent on {consul.address}; Genisys replica on "
+          f"{replica_address} (python main.py --log-level {args.replica_log_level}); bare "
+          f"Tornado on {bare_address}")
+    print(f"{pinning}; {args.duration} s per measurement after {args.warmup} s of warm-up; "
+          f"srv CPU: the measured server's CPU time (100% = one core); req/CPU-s: requests per "
+          f"second of it; others: CPU used meanwhile by programs outside this bench (above "
+          f"~10%, the machine was busy and the row is noisy)")
+    print()
+    print(HEADER)
+
+    genisys, bare_url, consul_url = (f"http://{replica_address}", f"http://{bare_address}",
+                                     f"http://{consul.address}")
+    post = loadgen.Request(
+        "POST", f"{genisys}/compute",
+        unique_body=lambda tag, n: (f'{{"name":"{tag}-{n}",'
+                                    f'"connector":"http://127.0.0.1:9"}}').encode(),
+        lua_body="""'{"name":"' .. tag .. '-' .. n .. '","connector":"http://127.0.0.1:9"}'""")
+    scenarios = [  # POST last: it grows the registry that GET /compute lists
+        (GET_ITEM, loadgen.Request("GET", f"{genisys}/compute/{ITEM}"), replica.pid),
+        (BARE_ITEM, loadgen.Request("GET", f"{bare_url}/compute/{ITEM}"), bare.pid),
+        (KV_ITEM, loadgen.Request("GET", f"{consul_url}/v1/kv/{prefix}computes/{ITEM}"),
+         consul.process.pid),
+        (GET_LIST, loadgen.Request("GET", f"{genisys}/compute"), replica.pid),
+        (BARE_LIST, loadgen.Request("GET", f"{bare_url}/compute"), bare.pid),
+        (POST, post, replica.pid),
+    ]
+    rows: dict[tuple[str, int], Row] = {}
+    only = [w.strip().lower() for w in args.only.split(",") if w.strip()]
+    for label, request, pid in scenarios:
+        if only and not any(w in label.lower() for w in only):
+            continue
+        for connections in args.connections:
+            meter = CpuMeter(pid, [replica.pid, bare.pid, consul.process.pid])
+            rows[label, connections] = measure(tool, label, request, connections, args,
+                                               run_id, meter)
+        replica.check()
+        bare.check()
+
+    if any(label == POST for label, _ in rows):
+        _, body = fetch("GET", consul.address, f"/v1/kv/{prefix}computes/?keys")
+        created = sum(rows[POST, c].result.requests - rows[POST, c].result.non2xx
+                      for c in args.connections)
+        print(f"\nregistry after the POSTs: {len(json.loads(body))} computes in Consul "
+              f"({COMPUTE_COUNT} seeded, {created} created in the measured runs, the rest in "
+              f"the warm-ups)")
+    report(rows, args)
+    print(f"\nbench took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def report(rows: dict, args) -> None:
+    print()
+    for connections in args.connections:
+        ours, bare, kv = (rows.get((label, connections)) for label in (GET_ITEM, BARE_ITEM, KV_ITEM))
+        if ours and (bare or kv):
+            print(f"GET /compute/<name>, {connections} conn: Genisys {ours.result.rps:,.0f} req/s"
+                  + (f" = {ratio(ours.result.rps, bare.result.rps)} of bare Tornado "
+                     f"({bare.result.rps:,.0f})" if bare else "")
+                  + (f", {ratio(ours.result.rps, kv.result.rps)} of Consul KV "
+                     f"({kv.result.rps:,.0f})" if kv else ""))
+    target_conns = 16 if 16 in args.connections else max(args.connections)
+    ours, bare = rows.get((GET_ITEM, target_conns)), rows.get((BARE_ITEM, target_conns))
+    if ours:
+        note = "" if target_conns == 16 else " (16 was not measured; the targets are set at 16)"
+        print(f"\ntargets, Genisys GET /compute/<name> at {target_conns} connections{note}:")
+        if bare:
+            share_ok = bare.result.rps and ours.result.rps >= TARGET_SHARE_OF_BARE * bare.result.rps
+            print(f"  throughput >= {TARGET_SHARE_OF_BARE:.0%} of bare Tornado: "
+                  f"{'MET' if share_ok else 'NOT MET'} ({ratio(ours.result.rps, bare.result.rps)})")
+        p99_ok = ours.result.p99_ms < TARGET_P99_MS
+        print(f"  p99 < {TARGET_P99_MS:g} ms: {'MET' if p99_ok else 'NOT MET'} "
+              f"({ours.result.p99_ms:.2f} ms)")
+    for (label, c), row in rows.items():
+        r = row.result
+        if r.non2xx or r.socket_errors:
+            print(f"  warning: {label} at {c} conn: {r.non2xx} non-2xx, "
+                  f"{r.socket_errors} socket errors")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.0%}" if b else "-"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
