@@ -130,6 +130,7 @@ class PrefixView:
         self.index = 0
         self.synced = False
         self._task: asyncio.Task | None = None
+        self._installed = asyncio.Event()  # pulsed after every install
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._watch())
@@ -138,6 +139,16 @@ class PrefixView:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_for(self, index: int, timeout: float = 1.0) -> None:
+        """Wait (bounded) until the view holds Consul's state as of `index` or later:
+        read-your-writes for a replica's own writes, without re-reading the prefix."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.index < index:
+                    await self._installed.wait()
+        except TimeoutError:
+            pass  # the write stands; the view catches up with the watch
 
     async def refresh(self) -> None:
         """Read the prefix now (not blocking) and install it: read-your-writes."""
@@ -180,6 +191,8 @@ class PrefixView:
         changed = {key for key in entries.keys() | self.entries.keys()
                    if entries.get(key) != self.entries.get(key)}
         self.entries, self.index, self.synced = entries, index, True
+        self._installed.set()
+        self._installed.clear()
         if changed and self.on_change:
             self.on_change(changed)
 
@@ -456,7 +469,12 @@ class ConsulStore:
                    seen.placement_index)]
         ops += [_kv("check-index", self.computes_prefix + name, index=index)
                 for name, index in compute_indexes.items()]
-        return await self._txn(ops)
+        index = await self._txn(ops)
+        if index is None:
+            return False
+        await asyncio.gather(self.resources_view.wait_for(index),
+                             self.placements_view.wait_for(index))
+        return True
 
     def desired_snapshot(self) -> tuple[Desired, dict[str, tuple[int, int]]]:
         """The desired state from the views, and per service the (total, placement)
@@ -531,22 +549,23 @@ class ConsulStore:
         ok = True
         # Consul allows 64 operations per transaction; a placement's two stay together.
         for start in range(0, len(ops), TXN_BATCH):
-            ok = await self._txn([guard, *ops[start:start + TXN_BATCH]]) and ok
+            ok = await self._txn([guard, *ops[start:start + TXN_BATCH]]) is not None and ok
         return ok
 
     def _sorted_view_computes(self) -> list[Compute]:
         entries = sorted(self.computes_view.entries.values(), key=lambda e: (e.create_index, e.key))
         return [c for e in entries if (c := self._decode_compute(e))]
 
-    async def _txn(self, ops: list[dict]) -> bool:
-        """Run a Consul transaction: True when applied, False when rolled back."""
+    async def _txn(self, ops: list[dict]) -> int | None:
+        """Run a Consul transaction: the index it was applied at, or None if rolled back."""
         def outcome(response):
             if response.code == 409:
-                return False
+                return None
             if response.code != 200:
                 raise ConsulException(f"transaction refused ({response.code}): "
                                       f"{response.body[:200]}")
-            return True
+            results = json.loads(response.body).get("Results") or ()
+            return max((r["KV"]["ModifyIndex"] for r in results if r.get("KV")), default=0)
         return await self.consul.http.put(outcome, "/v1/txn", data=json.dumps(ops),
                                           headers=self.consul.prepare_headers())
 
