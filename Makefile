@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CONSUL := .tools/bin/consul
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench bench-failover bench-reconcile clean
 
 setup: $(VENV)/.installed $(CONSUL)
 
@@ -23,8 +23,16 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
+# Benchmarks print figures; they assert nothing. wrk is used when it is installed.
 bench: setup
+	@command -v wrk >/dev/null || echo "bench: wrk not found (apt-get install wrk); using the asyncio load generator"
 	$(PY) -m bench.api
+
+bench-failover: setup
+	$(PY) -m bench.failover
+
+bench-reconcile: setup
+	$(PY) -m bench.reconcile
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .hypothesis

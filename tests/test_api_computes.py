@@ -216,3 +216,23 @@ def test_registry_survives_a_replica_restart(start_replica):
     assert first.stop() == 0
     second = start_replica()
     assert second.request("GET", "/compute").json() == {"localdc": LOCAL}
+
+
+def test_the_compute_file_fills_gaps_and_never_overwrites_api_changes(start_replica, tmp_path):
+    computes = tmp_path / "computes.py"
+    computes.write_text('local = {"name": "local", "connector": "http://localhost:7051"}\n'
+                        'other = {"name": "other", "connector": "http://localhost:7052"}\n')
+    first = start_replica(compute_file=str(computes))
+    wait_until(lambda: len(first.request("GET", "/compute").json()) == 2, timeout=10,
+               what="the compute file in Consul")
+    assert list(first.request("GET", "/compute").json()) == ["local", "other"]
+    assert first.request("PUT", "/compute/local", {"connector": "http://changed:1"}
+                         ).status_code == 200
+    assert first.request("DELETE", "/compute/other").status_code == 204
+    assert first.stop() == 0
+
+    second = start_replica(compute_file=str(computes))
+    wait_until(lambda: "other" in second.request("GET", "/compute").json(), timeout=10,
+               what="the deleted compute to be written again")
+    assert second.request("GET", "/compute/local").json()["connector"] == "http://changed:1"
+    assert "already defined in Consul" in second.log()
