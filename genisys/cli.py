@@ -173,7 +173,7 @@ async def seed_computes(store: ConsulStore, computes: list[Compute]) -> None:
     Retries until Consul answers, so a replica may start before Consul does.
     """
     pending = list(computes)
-    delay = 0.2
+    delay, warned = 0.2, False
     while pending:
         compute = pending[0]
         try:
@@ -184,7 +184,10 @@ async def seed_computes(store: ConsulStore, computes: list[Compute]) -> None:
             log.info("compute %s is already defined in Consul; the compute file does not "
                      "change it", compute.name)
         except Exception as exc:  # Consul down or refusing: try again, never give up
-            log.warning("cannot write compute %s to Consul yet (%s); retrying", compute.name, exc)
+            if not warned:
+                log.warning("cannot write the compute file's computes to Consul yet (%s); "
+                            "retrying until it answers", exc)
+                warned = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue

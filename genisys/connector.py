@@ -4,14 +4,15 @@
     GET  {connector}/service/{svc}/status   -> {"running_resources": n}
     POST {connector}/service/{svc}/scale {"number": n}
 
-Tornado's curl client keeps connections alive, which matters when one cycle makes
-thousands of calls to a handful of connectors.
+Connections are kept alive (genisys.httpclient): one cycle makes thousands of calls
+to a handful of connectors.
 """
 
 import json
 
-from tornado.curl_httpclient import CurlAsyncHTTPClient
 from tornado.httpclient import HTTPClientError, HTTPRequest
+
+from genisys.httpclient import close_client, curl_client
 
 TERM_HEADER = "X-Genisys-Term"
 
@@ -23,10 +24,10 @@ class ConnectorError(Exception):
 class ConnectorClient:
     def __init__(self, timeout: float = 5.0, max_connections: int = 256):
         self.timeout = timeout
-        self._http = CurlAsyncHTTPClient(force_instance=True, max_clients=max_connections)
+        self._http = curl_client(max_connections)
 
     def close(self) -> None:
-        self._http.close()
+        close_client(self._http)
 
     async def bulk_status(self, connector: str) -> dict[str, int] | None:
         """Every service's count in one call; None when the connector lacks the extension."""

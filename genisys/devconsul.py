@@ -110,8 +110,10 @@ class DevConsul:
                 raise RuntimeError(f"consul agent exited with {self.process.returncode}; "
                                    f"see {self._log.name}")
             if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"consul agent did not elect a leader within {timeout:.0f}s")
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError(f"consul agent did not elect a leader within {timeout:.0f}s; "
+                                   f"see {self._log.name}")
             time.sleep(0.05)
         return self
 
@@ -125,3 +127,4 @@ class DevConsul:
                 self.process.wait()
         if self._log:
             self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)  # kept only when start() failed

@@ -26,7 +26,13 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from genisys.store import SERVICE_NAME, CheckMissing, ConsulStore, LeaderLock, SessionInvalid
+from genisys.store import (
+    SERVICE_NAME,
+    CheckMissing,
+    ConsulStore,
+    LeaderLock,
+    SessionInvalid,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError
 from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
-from genisys.store import ConsulStore
+from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,10 @@ class Reconciler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the loop must survive anything a cycle meets
-            log.error("reconcile cycle failed, the next one will retry: %s", exc,
-                      exc_info=not isinstance(exc, (ConnectionError, OSError)))
+            if isinstance(exc, (ConsulUnavailable, ConsulException)):
+                log.warning("reconcile cycle skipped, the next one will retry: %s", exc)
+            else:
+                log.exception("reconcile cycle failed, the next one will retry")
             if services:
                 self._dirty |= services
             self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
@@ -136,6 +138,8 @@ class Reconciler:
                       bulk: bool) -> Observed:
         """Ask every compute for every service's count; one failure never blocks the others."""
         observed = Observed()
+        if not services:
+            return observed
 
         async def one_compute(compute: str, url: str) -> None:
             limit = asyncio.Semaphore(self.concurrency)

@@ -1,7 +1,7 @@
 """ConsulStore: the only module that speaks to Consul.
 
-It uses py-consul's API classes over Tornado's own HTTP client (an adapter below), so
-every Consul call runs on the same event loop as the API without a second HTTP stack.
+It uses py-consul's API classes over Tornado's HTTP client (an adapter below), so every
+Consul call runs on the same event loop as the API.
 
 Reads of the compute registry are served from a PrefixView: a local copy of the prefix
 kept current by Consul blocking queries (an "informer", in Kubernetes terms). A replica
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import consul.base
 from consul.exceptions import ConsulException
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 
+from genisys.httpclient import close_client, curl_client
 from genisys.model import Compute, ValidationError, validate_number
 from genisys.plan import Desired
 
@@ -45,12 +46,12 @@ class Conflict(Exception):
 
 
 class _TornadoHTTPClient(consul.base.HTTPClient):
-    """py-consul's transport, on Tornado's AsyncHTTPClient."""
+    """py-consul's transport, on Tornado's curl client (genisys.httpclient)."""
 
     def __init__(self, *args, timeout: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.timeout = timeout
-        self._client = AsyncHTTPClient(force_instance=True, max_clients=100)
+        self._client = curl_client(max_connections=100)
 
     async def _request(self, callback, method, path, params, data=None, headers=None):
         request_timeout = self.timeout
@@ -65,7 +66,8 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
         try:
             response = await self._client.fetch(request, raise_error=False)
         except (OSError, HTTPClientError) as exc:  # refused, reset, or timed out (599)
-            raise ConsulUnavailable(f"Consul at {self.base_uri} is unreachable: {exc}") from None
+            reason = str(exc).removeprefix("HTTP 599: ")
+            raise ConsulUnavailable(f"Consul at {self.base_uri} is unreachable: {reason}") from None
         if response.code >= 500:
             raise ConsulUnavailable(f"Consul at {self.base_uri} answered {response.code}: "
                                     f"{response.body.decode(errors='replace').strip()[:200]}")
@@ -85,7 +87,7 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
         return self._request(callback, "POST", path, params, data, headers)
 
     def close(self):
-        self._client.close()
+        close_client(self._client)
 
 
 class _Consul(consul.base.Consul):
@@ -185,9 +187,7 @@ class PrefixView:
     def _install(self, index: int, items, force: bool) -> None:
         if index < self.index and not force:
             return  # an older answer than the one we hold
-        entries = {item["Key"]: Entry(item["Key"], item.get("Value") or b"",
-                                      item["CreateIndex"], item["ModifyIndex"])
-                   for item in items or ()}
+        entries = {item["Key"]: _entry(item) for item in items or ()}
         changed = {key for key in entries.keys() | self.entries.keys()
                    if entries.get(key) != self.entries.get(key)}
         self.entries, self.index, self.synced = entries, index, True
@@ -235,6 +235,8 @@ class ConsulStore:
         self.leader_key = f"{key_prefix}leader"
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout)
         self.computes_view = PrefixView(self.consul, self.computes_prefix)
+        self._decoded_from: dict | None = None  # the view entries _decoded was made from
+        self._decoded: tuple[list[tuple[Compute, int]], dict[str, Compute]] = ([], {})
         self.resources_view = PrefixView(self.consul, resources_key_prefix)
         self.placements_view = PrefixView(self.consul, self.placements_prefix)
         self.status_view = PrefixView(self.consul, self.status_prefix)
@@ -352,41 +354,43 @@ class ConsulStore:
 
     async def list_computes(self, consistent: bool = False) -> list[Compute]:
         """Every compute, in definition order (Consul CreateIndex: oldest first)."""
-        entries = await self._compute_entries(consistent)
-        computes = []
-        for entry in sorted(entries, key=lambda e: (e.create_index, e.key)):
-            compute = self._decode_compute(entry)
-            if compute:
-                computes.append(compute)
-        return computes
+        return [compute for compute, _ in await self.compute_entries(consistent)]
+
+    async def compute_entries(self, consistent: bool = False) -> list[tuple[Compute, int]]:
+        """Every compute with its ModifyIndex, in definition order (for check-and-set)."""
+        if consistent or not self.computes_view.synced:
+            _, items = await self.consul.kv.get(
+                self.computes_prefix, recurse=True,
+                consistency="consistent" if consistent else None)
+            return self._decode_computes(_entry(i) for i in items or ())
+        return self._view_computes()[0]
 
     async def get_compute(self, name: str, consistent: bool = False) -> Compute | None:
-        key = self.computes_prefix + name
         if consistent or not self.computes_view.synced:
-            _, item = await self.consul.kv.get(key, consistency="consistent" if consistent else None)
-            entry = item and Entry(key, item.get("Value") or b"", item["CreateIndex"],
-                                   item["ModifyIndex"])
-        else:
-            entry = self.computes_view.entries.get(key)
-        return entry and self._decode_compute(entry)
+            _, item = await self.consul.kv.get(self.computes_prefix + name,
+                                               consistency="consistent" if consistent else None)
+            decoded = item and self._decode_computes([_entry(item)])
+            return decoded[0][0] if decoded else None
+        return self._view_computes()[1].get(name)
 
     async def create_compute(self, compute: Compute) -> None:
         """Create, never overwrite (check-and-set on index 0); Conflict when it exists."""
-        created = await self.consul.kv.put(self.computes_prefix + compute.name,
-                                           _to_json(compute.to_dict()), cas=0)
-        if not created:
+        index = await self._txn([_kv("cas", self.computes_prefix + compute.name,
+                                     _to_json(compute.to_dict()), 0)])
+        if index is None:
             raise Conflict(f"compute {compute.name!r} already exists.")
-        await self._refresh_computes()
+        await self.computes_view.wait_for(index)
 
     async def put_compute(self, compute: Compute) -> bool:
         """Create or replace a compute; True when it was created."""
         key = self.computes_prefix + compute.name
         while True:
             _, item = await self.consul.kv.get(key)
-            index = item["ModifyIndex"] if item else 0
-            if await self.consul.kv.put(key, _to_json(compute.to_dict()), cas=index):
-                await self._refresh_computes()
-                return index == 0
+            seen = item["ModifyIndex"] if item else 0
+            index = await self._txn([_kv("cas", key, _to_json(compute.to_dict()), seen)])
+            if index is not None:
+                await self.computes_view.wait_for(index)
+                return seen == 0
 
     async def delete_compute(self, name: str) -> None:
         """Delete a compute that holds no resources; NotFound, or Conflict while it does."""
@@ -403,15 +407,6 @@ class ConsulStore:
             if await self.consul.kv.delete(key, cas=item["ModifyIndex"]):
                 await self._refresh_computes()
                 return
-
-    async def _compute_entries(self, consistent: bool) -> list[Entry]:
-        if consistent or not self.computes_view.synced:
-            _, items = await self.consul.kv.get(
-                self.computes_prefix, recurse=True,
-                consistency="consistent" if consistent else None)
-            return [Entry(i["Key"], i.get("Value") or b"", i["CreateIndex"], i["ModifyIndex"])
-                    for i in items or ()]
-        return list(self.computes_view.entries.values())
 
     async def _refresh_computes(self) -> None:
         try:
@@ -430,25 +425,32 @@ class ConsulStore:
                 holders.append((item["Key"][len(self.placements_prefix):], count))
         return holders
 
-    def _decode_compute(self, entry: Entry) -> Compute | None:
-        """A compute from its KV entry; None (and a warning) for a value that is not one."""
-        try:
-            compute = Compute.from_dict(_from_json(entry.value))
-        except ValidationError as exc:
-            _warn_once(f"ignoring {entry.key}: its value is not a compute definition ({exc})")
-            return None
-        if compute.name != entry.key[len(self.computes_prefix):]:
-            _warn_once(f"ignoring {entry.key}: its value names compute {compute.name!r}")
-            return None
-        return compute
+    def _view_computes(self) -> tuple[list[tuple[Compute, int]], dict[str, Compute]]:
+        """The view's computes, decoded once per change of the view (reads are hot)."""
+        entries = self.computes_view.entries
+        if self._decoded_from is not entries:
+            ordered = self._decode_computes(entries.values())
+            self._decoded = (ordered, {c.name: c for c, _ in ordered})
+            self._decoded_from = entries
+        return self._decoded
+
+    def _decode_computes(self, entries) -> list[tuple[Compute, int]]:
+        """Computes with their ModifyIndex in definition order; junk values are skipped
+        with a warning."""
+        decoded = []
+        for entry in sorted(entries, key=lambda e: (e.create_index, e.key)):
+            try:
+                compute = Compute.from_dict(_from_json(entry.value))
+            except ValidationError as exc:
+                _warn_once(f"ignoring {entry.key}: its value is not a compute definition ({exc})")
+                continue
+            if compute.name != entry.key[len(self.computes_prefix):]:
+                _warn_once(f"ignoring {entry.key}: its value names compute {compute.name!r}")
+                continue
+            decoded.append((compute, entry.modify_index))
+        return decoded
 
     # -- desired state: totals, placements, observed status ---------------------------
-
-    async def compute_entries(self, consistent: bool = False) -> list[tuple[Compute, int]]:
-        """Every compute with its ModifyIndex, in definition order (for check-and-set)."""
-        entries = sorted(await self._compute_entries(consistent),
-                         key=lambda e: (e.create_index, e.key))
-        return [(c, e.modify_index) for e in entries if (c := self._decode_compute(e))]
 
     async def read_desired(self, service: str) -> DesiredRecord:
         """A service's total and placement, with the indexes a commit must check."""
@@ -481,7 +483,7 @@ class ConsulStore:
         ModifyIndexes for the leader's check-and-set; ConsulUnavailable unless in sync."""
         if not all(view.synced for view in self._views):
             raise ConsulUnavailable("the local view of Consul is not in sync")
-        computes = {c.name: c.connector for c in self._sorted_view_computes()}
+        computes = {c.name: c.connector for c, _ in self._view_computes()[0]}
         totals, placements, indexes = {}, {}, {}
         for key, entry in self.resources_view.entries.items():
             service = key[len(self.resources_key_prefix):]
@@ -552,10 +554,6 @@ class ConsulStore:
             ok = await self._txn([guard, *ops[start:start + TXN_BATCH]]) is not None and ok
         return ok
 
-    def _sorted_view_computes(self) -> list[Compute]:
-        entries = sorted(self.computes_view.entries.values(), key=lambda e: (e.create_index, e.key))
-        return [c for e in entries if (c := self._decode_compute(e))]
-
     async def _txn(self, ops: list[dict]) -> int | None:
         """Run a Consul transaction: the index it was applied at, or None if rolled back."""
         def outcome(response):
@@ -572,6 +570,10 @@ class ConsulStore:
 
 # Even, so that a placement's check-index and cas never straddle two transactions.
 TXN_BATCH = 62
+
+
+def _entry(item: dict) -> Entry:
+    return Entry(item["Key"], item.get("Value") or b"", item["CreateIndex"], item["ModifyIndex"])
 
 
 def _kv(verb: str, key: str, value: str | None = None, index: int | None = None) -> dict:
