@@ -12,7 +12,9 @@ PATH, else the asyncio client of bench/loadgen.py):
     bare Tornado  GET /compute/<name>, GET /compute
     Consul   GET /v1/kv/<prefix>computes/<name>  (the same read, made to Consul directly)
 
-and prints a table, the ratios and whether the targets are met. Everything is on loopback;
+Genisys and bare Tornado are measured in turns of one second (ABAB...) and each side's turns
+are merged, so that the machine's speed changing during the run touches both alike. It
+prints a table, the ratios and whether the targets are met. Everything is on loopback;
 nothing is written to disk but temporary files. Figures, never assertions.
 """
 
@@ -21,6 +23,7 @@ import http.client
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +49,7 @@ POST = "Genisys POST /compute (creates)"
 # Targets for Genisys GET /compute/<name> at 16 connections on one replica.
 TARGET_SHARE_OF_BARE = 0.80
 TARGET_P99_MS = 15.0
+BUSY = 0.10  # CPU (in cores) used by other programs above which a row is called noisy
 
 
 def compute_definitions(count: int = COMPUTE_COUNT) -> dict[str, dict]:
@@ -80,12 +84,18 @@ def make_bare_app(computes: dict[str, dict]):
 
 def serve_bare(port: int, count: int) -> int:
     import asyncio
+    import logging
     import signal
+
+    # As the replica under the bench: no access log line below WARNING.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from tornado.httpserver import HTTPServer
 
     async def serve():
-        server = HTTPServer(make_bare_app(compute_definitions(count)), xheaders=True)  # as the replica's
+        # xheaders as main.py's server
+        server = HTTPServer(make_bare_app(compute_definitions(count)), xheaders=True)
         server.listen(port, "127.0.0.1")
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -187,25 +197,32 @@ class CpuMeter:
     """CPU time of the server measured, and of everything on the machine that is not this
     bench (its servers, Consul, the load generator): a busy machine makes figures noisy."""
 
-    def __init__(self, server: int, ours: list[int]):
-        self.server, self.ours = server, ours
+    def __init__(self, ours: list[int]):
+        self.ours = ours
+        self.totals: dict[str, list[float | None]] = {}  # label: [seconds, server, others]
 
-    def sample(self):
+    def sample(self, server: int):
         ours = [cpu_seconds(pid) for pid in self.ours]
         me = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the finished wrk runs
-        return (time.monotonic(), cpu_seconds(self.server), machine_busy_seconds(),
+        return (time.monotonic(), cpu_seconds(server), machine_busy_seconds(),
                 None if None in ours else sum(ours) + me.ru_utime + me.ru_stime
                 + children.ru_utime + children.ru_stime)
 
-    @staticmethod
-    def rates(before, after) -> tuple[float | None, float | None]:
-        elapsed = after[0] - before[0]
-        server = (after[1] - before[1]) / elapsed if None not in (after[1], before[1]) else None
-        if None in (after[2], before[2], after[3], before[3]):
-            return server, None
-        others = ((after[2] - before[2]) - (after[3] - before[3])) / elapsed
-        return server, max(0.0, others)
+    def add(self, label: str, before, after) -> None:
+        totals = self.totals.setdefault(label, [0.0, 0.0, 0.0])
+        totals[0] += after[0] - before[0]
+        if totals[1] is not None:
+            totals[1] = (None if None in (after[1], before[1])
+                         else totals[1] + after[1] - before[1])
+        if totals[2] is not None:
+            totals[2] = (None if None in (after[2], before[2], after[3], before[3]) else
+                         totals[2] + max(0.0, (after[2] - before[2]) - (after[3] - before[3])))
+
+    def rates(self, label: str) -> tuple[float | None, float | None]:
+        """The server's CPU and the others', in cores, over the label's measurements."""
+        seconds, server, others = self.totals.pop(label)
+        return tuple(None if v is None or not seconds else v / seconds for v in (server, others))
 
 
 def machine_busy_seconds() -> float | None:
@@ -217,17 +234,31 @@ def machine_busy_seconds() -> float | None:
         return None
 
 
-def measure(tool: loadgen.LoadGenerator, label: str, request: loadgen.Request,
-            connections: int, args, run_id: str, meter: CpuMeter) -> Row:
+def measure(tool: loadgen.LoadGenerator, labels: list[str], requests: dict,
+            connections: int, args, run_id: str, meter: CpuMeter) -> list[Row]:
+    """Measure the labels of a group at one connection count. Two or more labels (what is
+    compared) are measured in turns of one second, ABAB..., so that a change in the
+    machine's speed during the run (another program, a neighbour of the VM) touches all
+    alike; the turns of each label are then merged."""
     tag = f"p{run_id}-c{connections}"
     if args.warmup:
-        tool.run(request, connections, args.warmup, tag + "w")
-    before = meter.sample()
-    result = tool.run(request, connections, args.duration, tag + "m")
-    cpu, others = meter.rates(before, meter.sample())
-    row = Row(label, result, cpu, others)
-    print(format_row(row), flush=True)
-    return row
+        for label in labels:
+            tool.run(requests[label][0], connections, args.warmup, f"{tag}w")
+    turns = args.duration if len(labels) > 1 else 1
+    parts: dict[str, list[loadgen.Result]] = {label: [] for label in labels}
+    for turn in range(turns):
+        for label in labels:
+            request, pid = requests[label]
+            before = meter.sample(pid)
+            parts[label].append(tool.run(request, connections, args.duration / turns,
+                                         f"{tag}m{turn}"))
+            meter.add(label, before, meter.sample(pid))
+    rows = []
+    for label in labels:
+        row = Row(label, loadgen.Result.merge(parts[label]), *meter.rates(label))
+        print(format_row(row), flush=True)
+        rows.append(row)
+    return rows
 
 
 HEADER = (f"{'endpoint':<42} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
@@ -288,6 +319,7 @@ def main(argv=None) -> int:
     tool = loadgen.choose(args.loadgen)
     print(f"load generator: {tool.describe()}")
     with ExitStack() as stack:
+        stack.callback(tool.close)
         return run(args, tool, stack)
 
 
@@ -309,6 +341,7 @@ def cpu_plan(pin: bool, tool: loadgen.LoadGenerator) -> tuple[set[int] | None, s
 def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="genisys-bench-"))
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)  # after the processes stop
     run_id = uuid.uuid4().hex[:6]
     prefix = f"bench-{run_id}/"
 
@@ -334,8 +367,9 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
                                   "--log-level", args.replica_log_level], workdir, env,
                       server_cpus)
     stack.callback(replica.stop)
-    bare = Process("bare-tornado", [sys.executable, "-m", "bench.api", "--serve-bare",
-                                    str(bare_port)], workdir, {**env, "PYTHONPATH": str(ROOT)}, server_cpus)
+    bare = Process("bare-tornado",
+                   [sys.executable, "-m", "bench.api", "--serve-bare", str(bare_port)],
+                   workdir, {**env, "PYTHONPATH": str(ROOT)}, server_cpus)
     stack.callback(bare.stop)
 
     wait_for("the replica to serve the 100 computes",
@@ -348,11 +382,18 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
         if ours != theirs:
             print(f"warning: GET {path} differs: Genisys {ours[0]} {len(ours[1])} bytes, "
                   f"bare Tornado {theirs[0]} {len(theirs[1])} bytes", file=sys.stderr)
-    consul_version = json.loads(fetch("GET", consul.address, "/v1/agent/self")[1])["Config"]["Version"]
+    try:  # one replica elects itself; wait for it, so every run measures the same thing
+        wait_for("the replica to lead", lambda: json.loads(
+            fetch("GET", replica_address, "/health")[1]).get("leader"), replica, timeout=10)
+        role = "it leads, so its reconcile loop runs during the bench"
+    except RuntimeError:
+        role = "it does not lead"
+    agent = json.loads(fetch("GET", consul.address, "/v1/agent/self")[1])
+    consul_version = agent["Config"]["Version"]
 
     print(f"Consul {consul_version} dev agent on {consul.address}; Genisys replica on "
-          f"{replica_address} (python main.py --log-level {args.replica_log_level}); bare "
-          f"Tornado on {bare_address}")
+          f"{replica_address} (python main.py --log-level {args.replica_log_level}; {role}); "
+          f"bare Tornado on {bare_address}")
     print(f"{pinning}; {args.duration} s per measurement after {args.warmup} s of warm-up; "
           f"srv CPU: the measured server's CPU time (100% = one core); req/CPU-s: requests per "
           f"second of it; others: CPU used meanwhile by programs outside this bench (above "
@@ -367,26 +408,29 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
         unique_body=lambda tag, n: (f'{{"name":"{tag}-{n}",'
                                     f'"connector":"http://127.0.0.1:9"}}').encode(),
         lua_body="""'{"name":"' .. tag .. '-' .. n .. '","connector":"http://127.0.0.1:9"}'""")
-    scenarios = [  # POST last: it grows the registry that GET /compute lists
-        (GET_ITEM, loadgen.Request("GET", f"{genisys}/compute/{ITEM}"), replica.pid),
-        (BARE_ITEM, loadgen.Request("GET", f"{bare_url}/compute/{ITEM}"), bare.pid),
-        (KV_ITEM, loadgen.Request("GET", f"{consul_url}/v1/kv/{prefix}computes/{ITEM}"),
-         consul.process.pid),
-        (GET_LIST, loadgen.Request("GET", f"{genisys}/compute"), replica.pid),
-        (BARE_LIST, loadgen.Request("GET", f"{bare_url}/compute"), bare.pid),
-        (POST, post, replica.pid),
-    ]
-    rows: dict[tuple[str, int], Row] = {}
+    requests = {
+        GET_ITEM: (loadgen.Request("GET", f"{genisys}/compute/{ITEM}"), replica.pid),
+        BARE_ITEM: (loadgen.Request("GET", f"{bare_url}/compute/{ITEM}"), bare.pid),
+        KV_ITEM: (loadgen.Request("GET", f"{consul_url}/v1/kv/{prefix}computes/{ITEM}"),
+                  consul.process.pid),
+        GET_LIST: (loadgen.Request("GET", f"{genisys}/compute"), replica.pid),
+        BARE_LIST: (loadgen.Request("GET", f"{bare_url}/compute"), bare.pid),
+        POST: (post, replica.pid),
+    }
+    # Genisys and bare Tornado in turns (see measure); POST last: it grows the registry
+    # that GET /compute lists.
+    groups = [(GET_ITEM, BARE_ITEM), (KV_ITEM,), (GET_LIST, BARE_LIST), (POST,)]
     only = [w.strip().lower() for w in args.only.split(",") if w.strip()]
-    for label, request, pid in scenarios:
-        if only and not any(w in label.lower() for w in only):
-            continue
-        for connections in args.connections:
-            meter = CpuMeter(pid, [replica.pid, bare.pid, consul.process.pid])
-            rows[label, connections] = measure(tool, label, request, connections, args,
-                                               run_id, meter)
-        replica.check()
-        bare.check()
+    meter = CpuMeter([replica.pid, bare.pid, consul.process.pid])
+    rows: dict[tuple[str, int], Row] = {}
+    for group in groups:
+        labels = [label for label in group
+                  if not only or any(w in label.lower() for w in only)]
+        for connections in args.connections if labels else ():
+            for row in measure(tool, labels, requests, connections, args, run_id, meter):
+                rows[row.label, connections] = row
+            replica.check()
+            bare.check()
 
     if any(label == POST for label, _ in rows):
         _, body = fetch("GET", consul.address, f"/v1/kv/{prefix}computes/?keys")
@@ -403,25 +447,38 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
 def report(rows: dict, args) -> None:
     print()
     for connections in args.connections:
-        ours, bare, kv = (rows.get((label, connections)) for label in (GET_ITEM, BARE_ITEM, KV_ITEM))
-        if ours and (bare or kv):
-            print(f"GET /compute/<name>, {connections} conn: Genisys {ours.result.rps:,.0f} req/s"
-                  + (f" = {ratio(ours.result.rps, bare.result.rps)} of bare Tornado "
-                     f"({bare.result.rps:,.0f})" if bare else "")
-                  + (f", {ratio(ours.result.rps, kv.result.rps)} of Consul KV "
-                     f"({kv.result.rps:,.0f})" if kv else ""))
+        ours, bare, kv = (rows.get((label, connections))
+                          for label in (GET_ITEM, BARE_ITEM, KV_ITEM))
+        if not ours or not (bare or kv):
+            continue
+        line = f"GET /compute/<name>, {connections} conn: Genisys {ours.result.rps:,.0f} req/s"
+        if bare:
+            line += (f" = {ratio(ours.result.rps, bare.result.rps)} of bare Tornado "
+                     f"({bare.result.rps:,.0f})")
+        if kv:
+            line += (f", {ratio(ours.result.rps, kv.result.rps)} of Consul KV "
+                     f"({kv.result.rps:,.0f})")
+        if bare and ours.per_cpu_second and bare.per_cpu_second:
+            line += (f"; per CPU-second {ratio(ours.per_cpu_second, bare.per_cpu_second)} "
+                     f"of bare Tornado")
+        print(line)
     target_conns = 16 if 16 in args.connections else max(args.connections)
     ours, bare = rows.get((GET_ITEM, target_conns)), rows.get((BARE_ITEM, target_conns))
     if ours:
         note = "" if target_conns == 16 else " (16 was not measured; the targets are set at 16)"
         print(f"\ntargets, Genisys GET /compute/<name> at {target_conns} connections{note}:")
         if bare:
-            share_ok = bare.result.rps and ours.result.rps >= TARGET_SHARE_OF_BARE * bare.result.rps
+            share = ours.result.rps / bare.result.rps if bare.result.rps else 0.0
             print(f"  throughput >= {TARGET_SHARE_OF_BARE:.0%} of bare Tornado: "
-                  f"{'MET' if share_ok else 'NOT MET'} ({ratio(ours.result.rps, bare.result.rps)})")
+                  f"{'MET' if share >= TARGET_SHARE_OF_BARE else 'NOT MET'} ({share:.0%})")
         p99_ok = ours.result.p99_ms < TARGET_P99_MS
         print(f"  p99 < {TARGET_P99_MS:g} ms: {'MET' if p99_ok else 'NOT MET'} "
               f"({ours.result.p99_ms:.2f} ms)")
+        busy = [row for row in (ours, bare) if row and row.others and row.others > BUSY]
+        if busy:
+            print(f"  note: other programs used {max(r.others for r in busy):.0%} of a core "
+                  f"during these rows; on a busy machine the ratio and p99 are noisy: "
+                  f"run again when it is quiet")
     for (label, c), row in rows.items():
         r = row.result
         if r.non2xx or r.socket_errors:

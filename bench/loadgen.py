@@ -13,12 +13,14 @@ second, so with it the figures of the faster servers are the client's, not their
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,21 +43,51 @@ class Result:
     connections: int
     requests: int
     seconds: float
-    p50_ms: float
-    p99_ms: float
     non2xx: int
     socket_errors: int
+    # Latency histogram: (microseconds, count) pairs, so that runs can be merged exactly.
+    histogram: tuple[tuple[int, int], ...] = ()
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return self.percentile(50) / 1e3
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile(99) / 1e3
+
+    def percentile(self, p: float) -> float:
+        """The latency (µs) that p% of the requests did not exceed; nan without any."""
+        total = sum(count for _, count in self.histogram)
+        if not total:
+            return float("nan")
+        rank, seen = math.ceil(p / 100 * total), 0
+        for value, count in self.histogram:
+            seen += count
+            if seen >= rank:
+                return float(value)
+        return float(self.histogram[-1][0])
+
+    @classmethod
+    def merge(cls, results: list["Result"]) -> "Result":
+        counts: Counter = Counter()
+        for result in results:
+            counts.update(dict(result.histogram))
+        return cls(results[0].connections, sum(r.requests for r in results),
+                   sum(r.seconds for r in results), sum(r.non2xx for r in results),
+                   sum(r.socket_errors for r in results), tuple(sorted(counts.items())))
 
 
 def choose(preference: str = "auto") -> "LoadGenerator":
     """wrk when it is on PATH (or asked for), else the asyncio client."""
     wrk = shutil.which("wrk")
     if preference == "wrk" and not wrk:
-        raise SystemExit("bench: --loadgen wrk, but wrk is not on PATH (Debian: apt-get install wrk)")
+        raise SystemExit("bench: --loadgen wrk, but wrk is not on PATH "
+                         "(Debian: apt-get install wrk)")
     if preference in ("auto", "wrk") and wrk:
         return Wrk(wrk)
     return AsyncioClient()
@@ -68,22 +100,31 @@ class LoadGenerator:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Remove what the generator wrote (wrk's scripts)."""
+
     def run(self, request: Request, connections: int, seconds: float, tag: str) -> Result:
         raise NotImplementedError
 
 
 # -- wrk ----------------------------------------------------------------------------------
 
+# The whole latency histogram, (µs, count) for each distinct value, so that runs merge.
 _DONE_LUA = r"""
 function done(summary, latency, requests)
   local non2xx = 0
   for _, t in ipairs(threads) do non2xx = non2xx + (t:get("non2xx") or 0) end
   local e = summary.errors
+  local histogram = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    histogram[#histogram + 1] = string.format("[%d,%d]", value, count)
+  end
   io.write(string.format(
-    'BENCH-RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
-    '"non2xx":%d,"status_errors":%d,"socket_errors":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    non2xx, e.status, e.connect + e.read + e.write + e.timeout))
+    'BENCH-RESULT {"requests":%d,"duration_us":%d,"non2xx":%d,"status_errors":%d,' ..
+    '"socket_errors":%d,"histogram":[%s]}\n',
+    summary.requests, summary.duration, non2xx, e.status,
+    e.connect + e.read + e.write + e.timeout, table.concat(histogram, ",")))
 end
 """
 
@@ -125,6 +166,9 @@ class Wrk(LoadGenerator):
         self.binary = binary
         self._dir = Path(tempfile.mkdtemp(prefix="genisys-bench-wrk-"))
 
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
     def describe(self) -> str:
         version = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
         first = (version.stdout or version.stderr).splitlines()[0].split(" Copyright")[0]
@@ -155,8 +199,8 @@ class Wrk(LoadGenerator):
         else:
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}{done.stderr}")
         non2xx = raw["non2xx"] if request.lua_body else raw["status_errors"]
-        return Result(connections, raw["requests"], raw["duration_us"] / 1e6,
-                      raw["p50_us"] / 1e3, raw["p99_us"] / 1e3, non2xx, raw["socket_errors"])
+        return Result(connections, raw["requests"], raw["duration_us"] / 1e6, non2xx,
+                      raw["socket_errors"], tuple((v, c) for v, c in raw["histogram"]))
 
 
 # -- asyncio fallback ---------------------------------------------------------------------
@@ -303,14 +347,7 @@ class AsyncioClient(LoadGenerator):
 
         await asyncio.gather(*(worker(i) for i in range(connections)))
         elapsed = min(time.perf_counter(), deadline) - start
-        latencies.sort()
-        return Result(connections, len(latencies), elapsed, _percentile(latencies, 50) * 1e3,
-                      _percentile(latencies, 99) * 1e3, counts["non2xx"], counts["errors"])
-
-
-def _percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
+        histogram = Counter(round(latency * 1e6) for latency in latencies)
+        return Result(connections, len(latencies), elapsed, counts["non2xx"], counts["errors"],
+                      tuple(sorted(histogram.items())))
 
