@@ -104,7 +104,9 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     log.info("replica %s serving the API on http://%s:%s", context.replica_id,
              config.genisys.bind, config.genisys.port)
     seeding = asyncio.create_task(seed_computes(store, computes))
-    connectors = ConnectorClient(timeout=config.connector.timeout)
+    # connector.concurrency is per compute; the pool is shared by all of them.
+    connectors = ConnectorClient(timeout=config.connector.timeout,
+                                 max_connections=max(256, 8 * config.connector.concurrency))
     reconciler = Reconciler(store, connectors, poll_interval=config.connector.poll_interval,
                             concurrency=config.connector.concurrency,
                             service_prefix=config.consul.service_prefix,

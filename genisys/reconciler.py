@@ -30,6 +30,9 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
+        # What this leader last wrote to each status key: only changes are written, and
+        # comparing with this costs nothing per unchanged service.
+        self._recorded: dict[str, tuple[dict, dict]] | None = None
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
@@ -52,6 +55,7 @@ class Reconciler:
         log.info("reconciling as leader (term %s), full cycle every %gs", term.number,
                  self.poll_interval)
         self._full_due = True
+        self._recorded = None
         next_full = time.monotonic()
         while True:
             now = time.monotonic()
@@ -100,14 +104,13 @@ class Reconciler:
 
     async def cycle(self, term, services: set[str] | None = None) -> str:
         """One observe -> plan -> act pass over `services` (None: every managed service)."""
-        desired, indexes = self.store.desired_snapshot()
+        desired, indexes = self.store.desired_snapshot(services)
+        if self._recorded is None:  # a new term: start from what Consul holds
+            self._recorded = {service: (status.get("observed"), status.get("errors"))
+                              for service, status in self.store.statuses().items()}
         managed = set(desired.totals)
-        if services is None:
-            if self.service_prefix:
-                managed |= set(await self.store.catalog_services(self.service_prefix))
-        else:
-            managed &= services
-        desired = _only(desired, managed)
+        if services is None and self.service_prefix:
+            managed |= set(await self.store.catalog_services(self.service_prefix))
 
         fixes = placements_to_fix(desired, self.strategy)
         if fixes:
@@ -117,7 +120,10 @@ class Reconciler:
                          _describe(desired.placements.get(service, {})))
             desired = replace(desired, placements={**desired.placements, **fixes})
 
-        observed = await self.observe(desired.computes, managed, bulk=services is None)
+        # One bulk call per compute beats many single ones once a burst of changes
+        # touches more services than can be asked at once.
+        bulk = services is None or len(managed) >= self.concurrency
+        observed = await self.observe(desired.computes, managed, bulk=bulk)
         orders = scale_orders(desired, observed)
 
         if not term.valid():
@@ -127,9 +133,9 @@ class Reconciler:
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
         await self.act(orders, desired.computes, observed, term)
-        if term.valid():
-            await self.store.leader_write(term.session, {}, self._changed_statuses(
-                desired, managed, observed))
+        statuses = self._changed_statuses(desired, managed, observed)
+        if term.valid() and await self.store.leader_write(term.session, {}, statuses):
+            self._recorded.update((s, (v["observed"], v["errors"])) for s, v in statuses.items())
         failed = len({key[0] for key in observed.errors})
         return (f"{len(managed)} services on {len(desired.computes)} computes, "
                 f"{failed} with errors, {len(orders)} orders")
@@ -189,8 +195,7 @@ class Reconciler:
 
     def _changed_statuses(self, desired: Desired, managed: set[str],
                           observed: Observed) -> dict[str, dict]:
-        """Status records that differ from what Consul holds: write only those."""
-        current = self.store.service_records()
+        """Status records that differ from what this leader last wrote: only those."""
         changed = {}
         for service in managed:
             status = {
@@ -199,17 +204,9 @@ class Reconciler:
                 "errors": {c: observed.errors[service, c] for c in desired.computes
                            if (service, c) in observed.errors},
             }
-            known = current.get(service, {})
-            if (known.get("observed"), known.get("errors")) != (status["observed"],
-                                                               status["errors"]):
+            if self._recorded.get(service) != (status["observed"], status["errors"]):
                 changed[service] = {**status, "observed_at": _now()}
         return changed
-
-
-def _only(desired: Desired, services: set[str]) -> Desired:
-    return Desired(desired.computes,
-                   {s: n for s, n in desired.totals.items() if s in services},
-                   {s: p for s, p in desired.placements.items() if s in services})
 
 
 def _describe(placement: dict[str, int]) -> str:

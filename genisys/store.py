@@ -121,6 +121,8 @@ class PrefixView:
 
     `entries` is only trustworthy while `synced`; after a failed query it is not, until
     the next successful one. `on_change` is called with the changed keys after each change.
+    A replica's own writes show at once (`write_through`), without re-reading the prefix:
+    that would cost a read of every key per write.
     """
 
     def __init__(self, client: _Consul, prefix: str,
@@ -132,7 +134,7 @@ class PrefixView:
         self.index = 0
         self.synced = False
         self._task: asyncio.Task | None = None
-        self._installed = asyncio.Event()  # pulsed after every install
+        self._own: dict[str, Entry] = {}  # own writes the watch has not brought back yet
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._watch())
@@ -142,15 +144,11 @@ class PrefixView:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def wait_for(self, index: int, timeout: float = 1.0) -> None:
-        """Wait (bounded) until the view holds Consul's state as of `index` or later:
-        read-your-writes for a replica's own writes, without re-reading the prefix."""
-        try:
-            async with asyncio.timeout(timeout):
-                while self.index < index:
-                    await self._installed.wait()
-        except TimeoutError:
-            pass  # the write stands; the view catches up with the watch
+    def write_through(self, written: list[Entry]) -> None:
+        """Show this replica's own writes now; Consul's answer as of their index, or a
+        later one, replaces them (so an older answer still in flight cannot undo them)."""
+        self._own.update((entry.key, entry) for entry in written)
+        self._set({**self.entries, **self._own}, self.index)
 
     async def refresh(self) -> None:
         """Read the prefix now (not blocking) and install it: read-your-writes."""
@@ -188,11 +186,16 @@ class PrefixView:
         if index < self.index and not force:
             return  # an older answer than the one we hold
         entries = {item["Key"]: _entry(item) for item in items or ()}
+        self._own = {} if force else {k: e for k, e in self._own.items() if e.modify_index > index}
+        entries.update(self._own)
+        self.synced = True
+        self._set(entries, index)
+
+    def _set(self, entries: dict[str, Entry], index: int) -> None:
+        # A new dict each time: readers may cache what they derive from `entries` by identity.
         changed = {key for key in entries.keys() | self.entries.keys()
                    if entries.get(key) != self.entries.get(key)}
-        self.entries, self.index, self.synced = entries, index, True
-        self._installed.set()
-        self._installed.clear()
+        self.entries, self.index = entries, index
         if changed and self.on_change:
             self.on_change(changed)
 
@@ -375,11 +378,11 @@ class ConsulStore:
 
     async def create_compute(self, compute: Compute) -> None:
         """Create, never overwrite (check-and-set on index 0); Conflict when it exists."""
-        index = await self._txn([_kv("cas", self.computes_prefix + compute.name,
-                                     _to_json(compute.to_dict()), 0)])
-        if index is None:
+        written = await self._txn([_kv("cas", self.computes_prefix + compute.name,
+                                       _to_json(compute.to_dict()), 0)])
+        if written is None:
             raise Conflict(f"compute {compute.name!r} already exists.")
-        await self.computes_view.wait_for(index)
+        self.computes_view.write_through(written)
 
     async def put_compute(self, compute: Compute) -> bool:
         """Create or replace a compute; True when it was created."""
@@ -387,9 +390,9 @@ class ConsulStore:
         while True:
             _, item = await self.consul.kv.get(key)
             seen = item["ModifyIndex"] if item else 0
-            index = await self._txn([_kv("cas", key, _to_json(compute.to_dict()), seen)])
-            if index is not None:
-                await self.computes_view.wait_for(index)
+            written = await self._txn([_kv("cas", key, _to_json(compute.to_dict()), seen)])
+            if written is not None:
+                self.computes_view.write_through(written)
                 return seen == 0
 
     async def delete_compute(self, name: str) -> None:
@@ -471,60 +474,77 @@ class ConsulStore:
                    seen.placement_index)]
         ops += [_kv("check-index", self.computes_prefix + name, index=index)
                 for name, index in compute_indexes.items()]
-        index = await self._txn(ops)
-        if index is None:
+        written = await self._txn(ops)
+        if written is None:
             return False
-        await asyncio.gather(self.resources_view.wait_for(index),
-                             self.placements_view.wait_for(index))
+        self.resources_view.write_through(written[:1])
+        self.placements_view.write_through(written[1:2])
         return True
 
-    def desired_snapshot(self) -> tuple[Desired, dict[str, tuple[int, int]]]:
-        """The desired state from the views, and per service the (total, placement)
-        ModifyIndexes for the leader's check-and-set; ConsulUnavailable unless in sync."""
-        if not all(view.synced for view in self._views):
-            raise ConsulUnavailable("the local view of Consul is not in sync")
+    def desired_snapshot(self, services: set[str] | None = None
+                         ) -> tuple[Desired, dict[str, tuple[int, int]]]:
+        """The desired state of `services` (None: all) from the views, and per service
+        the (total, placement) ModifyIndexes for the leader's check-and-set."""
+        self._check_synced()
         computes = {c.name: c.connector for c, _ in self._view_computes()[0]}
+        resources = self.resources_view.entries
+        if services is None:
+            names = [key[len(self.resources_key_prefix):] for key in resources]
+        else:
+            names = [s for s in services if self.resources_key_prefix + s in resources]
         totals, placements, indexes = {}, {}, {}
-        for key, entry in self.resources_view.entries.items():
-            service = key[len(self.resources_key_prefix):]
+        for service in names:
+            entry = resources[self.resources_key_prefix + service]
             total = _parse_total(entry.value)
             if total is None:
-                _warn_once(f"ignoring {key}: its value {entry.value[:40]!r} is not a count")
+                _warn_once(f"ignoring {entry.key}: its value {entry.value[:40]!r} is not a count")
                 continue
             totals[service] = total
-            placement_entry = self.placements_view.entries.get(self.placements_prefix + service)
-            indexes[service] = (entry.modify_index,
-                                placement_entry.modify_index if placement_entry else 0)
-        for key, entry in self.placements_view.entries.items():
-            placements[key[len(self.placements_prefix):]] = _parse_placement(entry.value)
+            placement = self.placements_view.entries.get(self.placements_prefix + service)
+            placements[service] = _parse_placement(placement and placement.value)
+            indexes[service] = (entry.modify_index, placement.modify_index if placement else 0)
         return Desired(computes, totals, placements), indexes
 
-    def service_records(self) -> dict[str, dict]:
-        """Desired total, placement and last observed status of every known service."""
-        records: dict[str, dict] = {}
+    def statuses(self) -> dict[str, dict]:
+        """The leader's last recorded observation of every service."""
+        self._check_synced()
+        return {key[len(self.status_prefix):]: status
+                for key, entry in self.status_view.entries.items()
+                if isinstance(status := _from_json(entry.value), dict)}
 
-        def record(service):
-            return records.setdefault(service, {"desired": None, "placement": {},
-                                                "observed": {}, "errors": {},
-                                                "observed_at": None})
+    def service_records(self, service: str | None = None) -> dict[str, dict]:
+        """Desired total, placement and last observed status of `service` (None: of every
+        known service)."""
+        self._check_synced()
+        if service is None:
+            names = sorted({key[len(prefix):] for view, prefix in (
+                (self.resources_view, self.resources_key_prefix),
+                (self.placements_view, self.placements_prefix),
+                (self.status_view, self.status_prefix)) for key in view.entries})
+        else:
+            names = [service]
+        records = {}
+        for name in names:
+            total = self.resources_view.entries.get(self.resources_key_prefix + name)
+            placement = self.placements_view.entries.get(self.placements_prefix + name)
+            status = self.status_view.entries.get(self.status_prefix + name)
+            if total is None and placement is None and status is None:
+                continue
+            observed = _from_json(status and status.value)
+            observed = observed if isinstance(observed, dict) else {}
+            records[name] = {
+                "desired": _parse_total(total and total.value),
+                "placement": _parse_placement(placement and placement.value),
+                "observed": observed.get("observed", {}),
+                "errors": observed.get("errors", {}),
+                "observed_at": observed.get("observed_at"),
+            }
+        return records
 
-        for view, prefix in ((self.resources_view, self.resources_key_prefix),
-                             (self.placements_view, self.placements_prefix),
-                             (self.status_view, self.status_prefix)):
-            if not view.synced:
-                raise ConsulUnavailable(f"Consul at {self.address} is not answering")
-            for key, entry in view.entries.items():
-                service = key[len(prefix):]
-                if view is self.resources_view:
-                    record(service)["desired"] = _parse_total(entry.value)
-                elif view is self.placements_view:
-                    record(service)["placement"] = _parse_placement(entry.value)
-                else:
-                    status = _from_json(entry.value)
-                    if isinstance(status, dict):
-                        record(service).update({k: status.get(k, record(service)[k])
-                                                for k in ("observed", "errors", "observed_at")})
-        return dict(sorted(records.items()))
+    def _check_synced(self) -> None:
+        if not all(view.synced for view in self._views):
+            raise ConsulUnavailable(f"Consul at {self.address} is not answering: the local "
+                                    "view of its state is not in sync")
 
     async def catalog_services(self, prefix: str) -> list[str]:
         """Services in Consul's catalog whose name starts with `prefix`."""
@@ -554,16 +574,24 @@ class ConsulStore:
             ok = await self._txn([guard, *ops[start:start + TXN_BATCH]]) is not None and ok
         return ok
 
-    async def _txn(self, ops: list[dict]) -> int | None:
-        """Run a Consul transaction: the index it was applied at, or None if rolled back."""
+    async def _txn(self, ops: list[dict]) -> list[Entry] | None:
+        """Run a Consul transaction: the entries its set and cas operations wrote, in
+        order, or None when it was rolled back."""
+        values = [base64.b64decode(op["KV"]["Value"]) for op in ops
+                  if op["KV"]["Verb"] in ("set", "cas")]
+
         def outcome(response):
             if response.code == 409:
                 return None
             if response.code != 200:
                 raise ConsulException(f"transaction refused ({response.code}): "
                                       f"{response.body[:200]}")
-            results = json.loads(response.body).get("Results") or ()
-            return max((r["KV"]["ModifyIndex"] for r in results if r.get("KV")), default=0)
+            results = [r["KV"] for r in json.loads(response.body).get("Results") or ()
+                       if r.get("KV") and r["KV"]["Key"] in written_keys]
+            return [Entry(r["Key"], value, r["CreateIndex"], r["ModifyIndex"])
+                    for r, value in zip(results, values)]
+
+        written_keys = {op["KV"]["Key"] for op in ops if op["KV"]["Verb"] in ("set", "cas")}
         return await self.consul.http.put(outcome, "/v1/txn", data=json.dumps(ops),
                                           headers=self.consul.prepare_headers())
 

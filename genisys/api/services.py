@@ -27,7 +27,7 @@ class ServicesHandler(JsonHandler):
 class ServiceHandler(JsonHandler):
     async def get(self, service):
         validate_name(service, "service name")
-        record = self.context.store.service_records().get(service)
+        record = self.context.store.service_records(service).get(service)
         if record is None:
             raise ApiError(404, f"service {service!r} is not known: it has no desired total, "
                                 "placement or observed status.")
