@@ -107,7 +107,7 @@ class Reconciler:
         desired, indexes = self.store.desired_snapshot(services)
         if self._recorded is None:  # a new term: start from what Consul holds
             self._recorded = {service: (status.get("observed"), status.get("errors"))
-                              for service, status in self.store.statuses().items()}
+                              for service, status in (await self.store.statuses()).items()}
         managed = set(desired.totals)
         if services is None and self.service_prefix:
             managed |= set(await self.store.catalog_services(self.service_prefix))

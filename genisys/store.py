@@ -242,9 +242,9 @@ class ConsulStore:
         self._decoded: tuple[list[tuple[Compute, int]], dict[str, Compute]] = ([], {})
         self.resources_view = PrefixView(self.consul, resources_key_prefix)
         self.placements_view = PrefixView(self.consul, self.placements_prefix)
-        self.status_view = PrefixView(self.consul, self.status_prefix)
-        self._views = (self.computes_view, self.resources_view, self.placements_view,
-                       self.status_view)
+        # Statuses are not watched: the leader rewrites them after its orders, and every
+        # replica re-reading them would cost as much as the changes that matter.
+        self._views = (self.computes_view, self.resources_view, self.placements_view)
 
     @classmethod
     def from_config(cls, section) -> "ConsulStore":
@@ -505,33 +505,35 @@ class ConsulStore:
             indexes[service] = (entry.modify_index, placement.modify_index if placement else 0)
         return Desired(computes, totals, placements), indexes
 
-    def statuses(self) -> dict[str, dict]:
-        """The leader's last recorded observation of every service."""
-        self._check_synced()
-        return {key[len(self.status_prefix):]: status
-                for key, entry in self.status_view.entries.items()
-                if isinstance(status := _from_json(entry.value), dict)}
+    async def statuses(self, service: str | None = None) -> dict[str, dict]:
+        """The leader's last recorded observation of `service` (None: of every service)."""
+        if service is None:
+            _, items = await self.consul.kv.get(self.status_prefix, recurse=True)
+        else:
+            _, item = await self.consul.kv.get(self.status_prefix + service)
+            items = [item] if item else []
+        return {item["Key"][len(self.status_prefix):]: status for item in items or ()
+                if isinstance(status := _from_json(item.get("Value")), dict)}
 
-    def service_records(self, service: str | None = None) -> dict[str, dict]:
+    async def service_records(self, service: str | None = None) -> dict[str, dict]:
         """Desired total, placement and last observed status of `service` (None: of every
         known service)."""
         self._check_synced()
+        statuses = await self.statuses(service)
         if service is None:
             names = sorted({key[len(prefix):] for view, prefix in (
                 (self.resources_view, self.resources_key_prefix),
-                (self.placements_view, self.placements_prefix),
-                (self.status_view, self.status_prefix)) for key in view.entries})
+                (self.placements_view, self.placements_prefix)) for key in view.entries}
+                | set(statuses))
         else:
             names = [service]
         records = {}
         for name in names:
             total = self.resources_view.entries.get(self.resources_key_prefix + name)
             placement = self.placements_view.entries.get(self.placements_prefix + name)
-            status = self.status_view.entries.get(self.status_prefix + name)
-            if total is None and placement is None and status is None:
+            if total is None and placement is None and name not in statuses:
                 continue
-            observed = _from_json(status and status.value)
-            observed = observed if isinstance(observed, dict) else {}
+            observed = statuses.get(name, {})
             records[name] = {
                 "desired": _parse_total(total and total.value),
                 "placement": _parse_placement(placement and placement.value),

@@ -21,13 +21,13 @@ class ScaleHandler(JsonHandler):
 
 class ServicesHandler(JsonHandler):
     async def get(self):
-        self.send(200, self.context.store.service_records())
+        self.send(200, await self.context.store.service_records())
 
 
 class ServiceHandler(JsonHandler):
     async def get(self, service):
         validate_name(service, "service name")
-        record = self.context.store.service_records(service).get(service)
+        record = (await self.context.store.service_records(service)).get(service)
         if record is None:
             raise ApiError(404, f"service {service!r} is not known: it has no desired total, "
                                 "placement or observed status.")
