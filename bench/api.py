@@ -33,6 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import loadgen
+from bench.proc import cpu_seconds
 from genisys.devconsul import INSTALL_HINT, DevConsul, find_consul_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,15 +141,6 @@ class Process:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def fetch(method: str, host_port: str, path: str, body: bytes | None = None,

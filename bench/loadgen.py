@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit

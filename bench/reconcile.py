@@ -49,6 +49,7 @@ from pathlib import Path
 
 import requests
 
+from bench.proc import cpu_seconds
 from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, free_port
 from genisys.reconciler import Reconciler
@@ -99,12 +100,6 @@ class Connector:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu() -> float:
