@@ -127,6 +127,17 @@ def test_stopping_the_connector_stops_every_instance_and_their_children(tmp_path
     assert "stopping 4 instance(s)" in connector.log()
 
 
+def test_a_connector_killed_with_sigkill_leaves_no_instance_behind(tmp_path):
+    with start(tmp_path) as connector:
+        demo = define(connector, DEMO_COMMAND)
+        scale(connector, demo, 3)
+        instances_of(demo, 3)
+        connector.process.kill()
+        connector.process.wait()
+    wait_until(lambda: not processes_of(demo), timeout=5,
+               what="the instances to end with their connector")
+
+
 def test_scale_to_50_and_back_to_0_leaves_no_process(connector):
     name = define(connector, SLEEPER)
     assert scale(connector, name, 50)[1]["running_resources"] == 50

@@ -8,10 +8,12 @@ output to <log-dir>/<service>-<instance>.log.
 """
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +118,8 @@ class ProcessBackend(Backend):
                 process = await asyncio.create_subprocess_exec(
                     *definition["command"], cwd=definition.get("cwd"), env=environment,
                     stdin=asyncio.subprocess.DEVNULL, stdout=output,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_die_with_the_connector)
         except OSError as exc:
             # filename: the program, or the cwd when that is what is missing
             raise BackendError(f"cannot start {name}: {exc.filename or definition['command'][0]}: "
@@ -151,6 +154,14 @@ class ProcessBackend(Backend):
             if port not in taken:  # released, but maybe not yet bound by its instance
                 return port
         raise BackendError("no free port for a new instance.")
+
+
+def _die_with_the_connector() -> None:
+    """In the instance, before it runs: ask Linux for a SIGTERM when the connector dies,
+    even by kill -9, so that no instance outlives the connector that counts it."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(instance: Instance, sig: int) -> None:
