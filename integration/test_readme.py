@@ -18,22 +18,27 @@ HTTP = shutil.which("http", path=str(Path(sys.executable).parent)) or shutil.whi
 
 
 def shell_block(marker: str) -> list[str]:
-    """The httpie lines of the README's ```sh block that contains `marker`."""
-    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
-        if marker in block:
-            return [line.split("#")[0].strip() for line in block.splitlines()
-                    if line.startswith("http ")]
-    raise AssertionError(f"no ```sh block with {marker!r} in README.md")
+    """The httpie lines (comments kept) of the README code block that contains `marker`."""
+    at = README.find(marker)
+    assert at >= 0, f"no {marker!r} in README.md"
+    block = README[README.rindex("```", 0, at):README.index("```", at)]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [line.strip() for line in lines if line.startswith("http ")]
 
 
-def httpie(line: str, ports: dict[str, int]):
-    """Run one README line with the real `http`, on this test's ports; its JSON answer."""
+def httpie(line: str, ports: dict[str, int], expect_status: int | None = None):
+    """Run one README line with the real `http`, on this test's ports; its JSON answer.
+    A line whose comment names a 4xx status must answer with that status."""
+    line, _, comment = line.partition("  #")
     for documented, actual in ports.items():
         line = line.replace(f":{documented}", f":{actual}")
     words = shlex.split(line)
     result = subprocess.run([HTTP, "--ignore-stdin", "--check-status", "--print=b", *words[1:]],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, f"{line}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+    documented_error = re.search(r"\b(4\d\d)\b", comment)
+    expected_exit = 4 if documented_error else 0  # httpie --check-status: 4xx -> exit 4
+    assert result.returncode == expected_exit, \
+        f"{line}: exit {result.returncode}\n{result.stdout}{result.stderr}"
     return json.loads(result.stdout) if result.stdout.strip() else None
 
 
@@ -71,3 +76,13 @@ def test_api_examples(start_replica, tmp_path):
     assert list(answers[1]) == ["local", "localdc"]
     assert answers[3]["connector"] == "http://localhost:7052"
     assert replica.request("GET", "/service/myService").json()["desired"] == 5
+
+
+def test_process_connector_examples(process_connector):
+    lines = shell_block("http :7051/service   ")
+    answers = [httpie(line, {"7051": process_connector.port}) for line in lines]
+    assert set(answers[0]) == {"demo", "ticker"}
+    assert answers[1] == {"service": "demo", "running_resources": 3}
+    assert answers[2] == {"running_resources": {"demo": 3, "ticker": 0}}
+    assert answers[-2] == {"running_resources": 2}  # the refused order changed nothing
+    assert answers[-1] == {"service": "web", "running_resources": 0}
