@@ -26,7 +26,7 @@ def shell_block(marker: str) -> list[str]:
     return [line.strip() for line in lines if line.startswith("http ")]
 
 
-def httpie(line: str, ports: dict[str, int], expect_status: int | None = None):
+def httpie(line: str, ports: dict[str, int]):
     """Run one README line with the real `http`, on this test's ports; its JSON answer.
     A line whose comment names a 4xx status must answer with that status."""
     line, _, comment = line.partition("  #")
