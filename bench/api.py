@@ -33,7 +33,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import loadgen
-from bench.proc import cpu_seconds
+from bench.proc import cpu_seconds, stop_process
 from genisys.devconsul import INSTALL_HINT, DevConsul, find_consul_binary, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,13 +133,7 @@ class Process:
                                f"{self.log_path.read_text(errors='replace')[-2000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
 
 

@@ -1,6 +1,7 @@
 """What /proc says about a process: shared by the benchmarks."""
 
 import os
+import subprocess
 from pathlib import Path
 
 
@@ -11,3 +12,14 @@ def cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+
+
+def stop_process(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; returns once it has exited."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

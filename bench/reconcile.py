@@ -49,7 +49,7 @@ from pathlib import Path
 
 import requests
 
-from bench.proc import cpu_seconds
+from bench.proc import cpu_seconds, stop_process
 from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, free_port
 from genisys.reconciler import Reconciler
@@ -58,7 +58,7 @@ from tests.support import Replica, unique_prefix, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONCURRENCY = 64   # genisys.config.ConnectorSection.concurrency
-CLIENT_POOL = 256          # ConnectorClient's default max_connections, as cli.py builds it
+CLIENT_POOL = 256          # the connection pool of this bench's own ConnectorClient
 TARGET_PER_SERVICE = 2.0
 TARGET_BULK = 0.2
 TARGET_P50_MS, TARGET_P99_MS = 25.0, 100.0
@@ -92,13 +92,7 @@ class Connector:
         return self
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._log.close()
 
 
