@@ -183,8 +183,14 @@ async def seed_computes(store: ConsulStore, computes: list[Compute]) -> None:
             log.info("compute %s -> %s defined from the compute file", compute.name,
                      compute.connector)
         except Conflict:
-            log.info("compute %s is already defined in Consul; the compute file does not "
-                     "change it", compute.name)
+            # A first attempt may have been applied although its answer was lost.
+            existing = await _quietly_get(store, compute.name)
+            if existing == compute:
+                log.info("compute %s -> %s defined (as in the compute file)", compute.name,
+                         compute.connector)
+            else:
+                log.info("compute %s is already defined in Consul; the compute file does not "
+                         "change it", compute.name)
         except Exception as exc:  # Consul down or refusing: try again, never give up
             if not warned:
                 log.warning("cannot write the compute file's computes to Consul yet (%s); "
@@ -194,3 +200,10 @@ async def seed_computes(store: ConsulStore, computes: list[Compute]) -> None:
             delay = min(delay * 2, 5.0)
             continue
         pending.pop(0)
+
+
+async def _quietly_get(store: ConsulStore, name: str) -> Compute | None:
+    try:
+        return await store.get_compute(name, consistent=True)
+    except Exception:  # only for the log line
+        return None

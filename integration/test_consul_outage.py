@@ -87,10 +87,12 @@ def test_a_replica_started_before_consul_seeds_its_computes_once_consul_answers(
         agent.start()
         wait_until(lambda: replica.request("GET", "/compute/local").status_code == 200,
                    timeout=30, what="the compute file to reach Consul")
+        # The log line follows the write: wait for it, the replica may be a moment behind.
+        wait_until(lambda: "local -> http://localhost:7051 defined" in replica.log(),
+                   timeout=10, what="the seeding log line")
     finally:
         replica.stop()
         agent.stop()
-    assert "defined from the compute file" in replica.log()
 
 
 def test_a_missing_consul_never_crashes_the_replica(tmp_path):
