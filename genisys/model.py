@@ -39,19 +39,46 @@ def validate_number(value, what: str = "number") -> int:
 
 
 def validate_url(value, what: str = "connector") -> str:
+    """An absolute http(s) URL of printable ASCII; an international host name is
+    IDNA-encoded (http://ü:7051 -> http://xn--tda:7051). No query, fragment or user info."""
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a string URL.")
+    if any(not c.isprintable() or c.isspace() for c in value):
+        raise ValidationError(f"{what} must not contain spaces or control characters, "
+                              f"got {value!r:.80}.")
     try:
         parts = urlsplit(value)
         parts.port  # raises ValueError on a bad port
-    except ValueError:
-        parts = None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-            or parts.query or parts.fragment or len(value) > 2048 or any(c.isspace() for c in value)):
+        host = parts.hostname or ""
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except (ValueError, UnicodeError):
+        parts, ascii_host = None, ""
+    if (parts is None or parts.scheme not in ("http", "https") or not ascii_host
+            or parts.query or parts.fragment or len(value) > 2048):
         raise ValidationError(
             f"{what} must be an absolute http or https URL like http://localhost:7051, "
             f"got {value!r:.80}.")
-    return value.rstrip("/")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(f"{what} must not carry user information (user:password@).")
+    netloc = ascii_host if ":" not in ascii_host else f"[{ascii_host}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    if not parts.path.isascii():
+        raise ValidationError(f"{what} path must be ASCII (percent-encode it), got "
+                              f"{parts.path!r:.80}.")
+    return f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
+
+
+def url_identity(url: str) -> str:
+    """The form of a validated connector URL that two computes may not share: the same
+    connector written two ways (case, default port) is one connector."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    port = parts.port or default
+    host = (parts.hostname or "").lower()
+    if host in ("localhost", "127.0.0.1", "::1"):
+        host = "localhost"  # one machine's loopback, however it is written
+    return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 def check_fields(body: dict, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
@@ -68,13 +95,30 @@ def check_fields(body: dict, required: tuple[str, ...], optional: tuple[str, ...
 class Compute:
     name: str
     connector: str
+    # Set (to the time) while a DELETE is in progress: no new placement may use it.
+    deleting: str | None = None
 
     @classmethod
     def from_dict(cls, body) -> "Compute":
+        """A definition as the API takes it: name and connector, nothing else."""
         if not isinstance(body, dict):
             raise ValidationError("a compute definition must be a JSON object.")
         check_fields(body, ("name", "connector"))
         return cls(validate_name(body["name"]), validate_url(body["connector"]))
 
+    @classmethod
+    def from_stored(cls, body) -> "Compute":
+        """A definition as stored in Consul, with its deletion mark if any."""
+        if not isinstance(body, dict):
+            raise ValidationError("a compute definition must be a JSON object.")
+        deleting = body.get("deleting")
+        compute = cls.from_dict({k: v for k, v in body.items() if k != "deleting"})
+        if deleting is None:
+            return compute
+        return cls(compute.name, compute.connector, str(deleting)[:40])
+
     def to_dict(self) -> dict:
-        return {"name": self.name, "connector": self.connector}
+        body = {"name": self.name, "connector": self.connector}
+        if self.deleting:
+            body["deleting"] = self.deleting
+        return body

@@ -5,31 +5,45 @@ keys and check-index on every compute the placement uses. Two replicas racing on
 service cannot lose an update: the loser re-reads and tries again.
 """
 
+import asyncio
 import logging
+import random
+import time
 
 from genisys.placement import place
 from genisys.store import Conflict, ConsulStore, ConsulUnavailable, NotFound
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 20
+# A commit that loses races keeps trying, with a growing random pause (so that racing
+# writers spread out), for at most this long.
+GIVE_UP_AFTER = 5.0
+MAX_PAUSE = 0.05
 
 
 async def scale(store: ConsulStore, service: str, number: int, compute: str | None,
                 strategy: str) -> dict[str, int]:
     """Set `service`'s desired total to `number`; returns the new placement."""
-    for attempt in range(MAX_ATTEMPTS):
+    deadline, pause, attempt = time.monotonic() + GIVE_UP_AFTER, 0.001, 0
+    while attempt == 0 or time.monotonic() < deadline:
+        attempt += 1
         # The first attempt reads computes from the local view; after a conflict, or a
         # compute the view does not know yet, read them from Consul itself.
-        fresh = attempt > 0
+        fresh = attempt > 1
         computes = await store.compute_entries(consistent=fresh)
         if not computes:
             raise Conflict("no compute is defined: create one with POST /compute first.")
-        indexes = {c.name: index for c, index in computes}
+        # A compute being deleted takes nothing new; the commit checks its index, so a
+        # delete that marks it meanwhile makes this attempt fail and re-read.
+        indexes = {c.name: index for c, index in computes if not c.deleting}
         if compute is not None and compute not in indexes:
-            if fresh:
-                raise NotFound(f"compute {compute!r} does not exist.")
-            continue
+            if not fresh:
+                continue  # the view may lag behind: look in Consul
+            if any(c.name == compute for c, _ in computes):
+                raise Conflict(f"compute {compute!r} is being deleted.")
+            raise NotFound(f"compute {compute!r} does not exist.")
+        if not indexes and number > 0:
+            raise Conflict("every compute is being deleted: create one with POST /compute.")
         seen = await store.read_desired(service)
         placement = place(number, list(indexes), seen.placement, strategy, compute)
         used = {name: indexes[name] for name in placement}
@@ -37,8 +51,11 @@ async def scale(store: ConsulStore, service: str, number: int, compute: str | No
             log.info("desired total of %s set to %d (was %s), placement %s", service, number,
                      seen.total, _describe(placement))
             return placement
-    raise ConsulUnavailable(f"could not update {service} after {MAX_ATTEMPTS} attempts: "
-                            "too many concurrent changes")
+        if attempt > 1:
+            await asyncio.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, MAX_PAUSE)
+    raise ConsulUnavailable(f"could not update {service} within {GIVE_UP_AFTER:g}s "
+                            f"({attempt} attempts): too many concurrent changes")
 
 
 def _describe(placement: dict[str, int]) -> str:

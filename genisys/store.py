@@ -11,19 +11,28 @@ sees its own writes at once because every write refreshes the view before return
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import consul.base
 from consul.exceptions import ConsulException
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 from genisys.httpclient import close_client, curl_client
-from genisys.model import Compute, ValidationError, validate_number
+from genisys.model import (
+    NAME_PATTERN,
+    Compute,
+    ValidationError,
+    url_identity,
+    validate_number,
+    validate_url,
+)
 from genisys.plan import Desired
 
 log = logging.getLogger(__name__)
@@ -31,6 +40,8 @@ log = logging.getLogger(__name__)
 # Long enough for a quiet prefix to cost almost nothing, short enough that a Consul that
 # hangs (rather than refusing connections) is noticed within seconds.
 WATCH_WAIT_SECONDS = 10
+# A registry change that keeps losing races to others gives up after this many tries.
+MAX_ATTEMPTS = 20
 
 
 class ConsulUnavailable(Exception):
@@ -104,6 +115,16 @@ class Entry:
     key: str
     value: bytes
     create_index: int
+    modify_index: int
+
+
+@dataclass(frozen=True)
+class RetiredConnector:
+    """A connector that left the registry (its compute deleted or moved): the leader
+    scales every service there to 0, then forgets it."""
+    key: str
+    connector: str
+    compute: str
     modify_index: int
 
 
@@ -235,6 +256,7 @@ class ConsulStore:
         self.computes_prefix = f"{key_prefix}computes/"
         self.placements_prefix = f"{key_prefix}placements/"
         self.status_prefix = f"{key_prefix}status/"
+        self.retired_prefix = f"{key_prefix}retired/"
         self.leader_key = f"{key_prefix}leader"
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout)
         self.computes_view = PrefixView(self.consul, self.computes_prefix)
@@ -377,39 +399,179 @@ class ConsulStore:
         return self._view_computes()[1].get(name)
 
     async def create_compute(self, compute: Compute) -> None:
-        """Create, never overwrite (check-and-set on index 0); Conflict when it exists."""
-        written = await self._txn([_kv("cas", self.computes_prefix + compute.name,
-                                       _to_json(compute.to_dict()), 0)])
-        if written is None:
+        """Create, never overwrite; Conflict when the name exists or another compute
+        has the same connector."""
+        if not await self._create_compute(compute):
             raise Conflict(f"compute {compute.name!r} already exists.")
-        self.computes_view.write_through(written)
+
+    async def _create_compute(self, compute: Compute) -> bool:
+        """Create with the claim of its connector; False when the name exists."""
+        for _ in range(MAX_ATTEMPTS):
+            self._check_connector_free(compute)
+            written = await self._txn([
+                _kv("cas", self.computes_prefix + compute.name, _to_json(compute.to_dict()), 0),
+                _kv("cas", self._claim_key(compute.connector), compute.name, 0),
+                # A connector taken back by a compute is watched through it again.
+                _kv("delete", self._retired_key(compute.connector))])
+            if written is not None:
+                self.computes_view.write_through(written[:1])
+                return True
+            if await self._read(self.computes_prefix + compute.name) is not None:
+                return False
+            await self._explain_claim(compute)
+        raise ConsulUnavailable(f"could not create compute {compute.name!r}: too many "
+                                "concurrent changes")
 
     async def put_compute(self, compute: Compute) -> bool:
-        """Create or replace a compute; True when it was created."""
+        """Create or replace a compute; True when it was created.
+
+        Unchanged: nothing is written (a scale checking the compute is not disturbed).
+        A new connector: its old one is retired in the same transaction, and the leader
+        scales whatever still runs there to 0 (never forgets an instance).
+        """
         key = self.computes_prefix + compute.name
-        while True:
-            _, item = await self.consul.kv.get(key)
-            seen = item["ModifyIndex"] if item else 0
-            written = await self._txn([_kv("cas", key, _to_json(compute.to_dict()), seen)])
+        for _ in range(MAX_ATTEMPTS):
+            item = await self._read(key)
+            if item is None:
+                if await self._create_compute(compute):
+                    return True
+                continue
+            current = _stored_compute(item)
+            if current is not None and current.deleting:
+                raise Conflict(f"compute {compute.name!r} is being deleted: DELETE it again "
+                               "to finish, then create it anew.")
+            if current == compute:
+                return False
+            ops = [_kv("cas", key, _to_json(compute.to_dict()), item["ModifyIndex"])]
+            moved = current is None or (url_identity(current.connector)
+                                        != url_identity(compute.connector))
+            if moved:
+                self._check_connector_free(compute)
+                ops += [_kv("cas", self._claim_key(compute.connector), compute.name, 0),
+                        _kv("delete", self._retired_key(compute.connector))]
+                if current is not None:
+                    ops += await self._retire_ops(current)
+            written = await self._txn(ops)
             if written is not None:
-                self.computes_view.write_through(written)
-                return seen == 0
+                self.computes_view.write_through(written[:1])
+                if moved and current is not None:
+                    log.info("compute %s moved from %s to %s: the leader scales what runs at "
+                             "the old connector to 0", compute.name, current.connector,
+                             compute.connector)
+                return False
+            if moved:
+                await self._explain_claim(compute)
+        raise ConsulUnavailable(f"could not update compute {compute.name!r}: too many "
+                                "concurrent changes")
 
     async def delete_compute(self, name: str) -> None:
-        """Delete a compute that holds no resources; NotFound, or Conflict while it does."""
+        """Delete a compute that holds no resources; NotFound, or Conflict while it does.
+
+        Two steps, so that a delete and a scale exclude each other inside Consul: the
+        compute is first marked "deleting" (a scale placing on it checks its index, so
+        it fails and re-reads, and then refuses it); the placements are read after the
+        mark; then the compute is deleted at the marked index, or unmarked. Its connector
+        is retired in the same transaction: the leader scales what runs there to 0.
+        """
         key = self.computes_prefix + name
-        while True:
-            _, item = await self.consul.kv.get(key)
+        for _ in range(MAX_ATTEMPTS):
+            item = await self._read(key)
             if item is None:
                 raise NotFound(f"compute {name!r} does not exist.")
+            current, index = _stored_compute(item), item["ModifyIndex"]
+            if current is not None and not current.deleting:
+                marked = replace(current, deleting=_now())
+                written = await self._txn([_kv("cas", key, _to_json(marked.to_dict()), index)])
+                if written is None:
+                    continue
+                self.computes_view.write_through(written)
+                current, index = marked, written[0].modify_index
             holders = await self._services_placed_on(name)
             if holders:
+                if current is not None:  # give it back as it was
+                    written = await self._txn([_kv("cas", key, _to_json(
+                        replace(current, deleting=None).to_dict()), index)])
+                    if written:
+                        self.computes_view.write_through(written)
                 service, count = holders[0]
                 raise Conflict(f"compute {name!r} still holds {count} resources of service "
                                f"{service!r}: scale them elsewhere or to 0 first.")
-            if await self.consul.kv.delete(key, cas=item["ModifyIndex"]):
+            ops = [_kv("delete-cas", key, index=index)]
+            if current is not None:
+                ops += await self._retire_ops(current)
+            if await self._txn(ops) is not None:
                 await self._refresh_computes()
                 return
+        raise ConsulUnavailable(f"could not delete compute {name!r}: too many concurrent "
+                                "changes")
+
+    def _check_connector_free(self, compute: Compute) -> None:
+        """Conflict when another compute (in this replica's view) has the same connector;
+        the claim keys guard it in Consul, this also covers computes older than them."""
+        identity = url_identity(compute.connector)
+        for other, _ in self._view_computes()[0]:
+            if other.name != compute.name and url_identity(other.connector) == identity:
+                raise Conflict(_shared_connector(compute, other.name))
+
+    async def _explain_claim(self, compute: Compute) -> None:
+        """After a refused transaction: Conflict when another compute claims the
+        connector; a stale claim (its compute is gone or moved) is released."""
+        claim_key = self._claim_key(compute.connector)
+        claim = await self._read(claim_key)
+        if claim is None:
+            return
+        owner = (claim.get("Value") or b"").decode("utf-8", errors="replace")
+        if owner == compute.name:
+            return
+        owner_item = await self._read(self.computes_prefix + owner) if NAME_PATTERN.fullmatch(
+            owner) else None
+        holder = owner_item and _stored_compute(owner_item)
+        if holder and url_identity(holder.connector) == url_identity(compute.connector):
+            raise Conflict(_shared_connector(compute, owner))
+        await self.consul.kv.delete(claim_key, cas=claim["ModifyIndex"])
+
+    async def _retire_ops(self, compute: Compute) -> list[dict]:
+        """Release `compute`'s claim on its connector and retire the connector."""
+        ops = [_kv("set", self._retired_key(compute.connector), _to_json(
+            {"connector": compute.connector, "compute": compute.name, "since": _now()}))]
+        claim = await self._read(self._claim_key(compute.connector))
+        if claim is not None and claim.get("Value") == compute.name.encode():
+            ops.append(_kv("delete-cas", self._claim_key(compute.connector),
+                           index=claim["ModifyIndex"]))
+        return ops
+
+    def _claim_key(self, connector: str) -> str:
+        return f"{self.key_prefix}connectors/{_digest(connector)}"
+
+    def _retired_key(self, connector: str) -> str:
+        return f"{self.retired_prefix}{_digest(connector)}"
+
+    async def retired_connectors(self) -> list[RetiredConnector]:
+        """Connectors that left the registry and may still run instances."""
+        _, items = await self.consul.kv.get(self.retired_prefix, recurse=True)
+        retired = []
+        for item in items or ():
+            value = _from_json(item.get("Value"))
+            try:
+                connector = validate_url(value.get("connector") if isinstance(value, dict)
+                                         else None)
+            except ValidationError:
+                _warn_once(f"ignoring {item['Key']}: its value is not a retired connector")
+                continue
+            retired.append(RetiredConnector(item["Key"], connector, str(value.get("compute")),
+                                            item["ModifyIndex"]))
+        return retired
+
+    async def forget_retired(self, session: str, retired: RetiredConnector) -> bool:
+        """Forget a retired connector (the leader saw nothing run there any more)."""
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        return await self._txn([guard, _kv("delete-cas", retired.key,
+                                           index=retired.modify_index)]) is not None
+
+    async def _read(self, key: str) -> dict | None:
+        """One key, read from Consul's leader (for decisions that must be current)."""
+        _, item = await self.consul.kv.get(key, consistency="consistent")
+        return item
 
     async def _refresh_computes(self) -> None:
         try:
@@ -419,7 +581,8 @@ class ConsulStore:
             log.warning("could not refresh the compute view after a write: %s", exc)
 
     async def _services_placed_on(self, compute: str) -> list[tuple[str, int]]:
-        _, items = await self.consul.kv.get(self.placements_prefix, recurse=True)
+        _, items = await self.consul.kv.get(self.placements_prefix, recurse=True,
+                                            consistency="consistent")
         holders = []
         for item in items or ():
             placement = _from_json(item.get("Value"))
@@ -443,7 +606,7 @@ class ConsulStore:
         decoded = []
         for entry in sorted(entries, key=lambda e: (e.create_index, e.key)):
             try:
-                compute = Compute.from_dict(_from_json(entry.value))
+                compute = Compute.from_stored(_from_json(entry.value))
             except ValidationError as exc:
                 _warn_once(f"ignoring {entry.key}: its value is not a compute definition ({exc})")
                 continue
@@ -489,9 +652,11 @@ class ConsulStore:
         computes = {c.name: c.connector for c, _ in self._view_computes()[0]}
         resources = self.resources_view.entries
         if services is None:
-            names = [key[len(self.resources_key_prefix):] for key in resources]
+            names = _valid_names(resources, self.resources_key_prefix)
         else:
-            names = [s for s in services if self.resources_key_prefix + s in resources]
+            names = [s for s in _valid_names(
+                [self.resources_key_prefix + s for s in services], self.resources_key_prefix)
+                if self.resources_key_prefix + s in resources]
         totals, placements, indexes = {}, {}, {}
         for service in names:
             entry = resources[self.resources_key_prefix + service]
@@ -521,10 +686,11 @@ class ConsulStore:
         self._check_synced()
         statuses = await self.statuses(service)
         if service is None:
-            names = sorted({key[len(prefix):] for view, prefix in (
+            names = sorted({name for view, prefix in (
                 (self.resources_view, self.resources_key_prefix),
-                (self.placements_view, self.placements_prefix)) for key in view.entries}
-                | set(statuses))
+                (self.placements_view, self.placements_prefix))
+                for name in _valid_names(view.entries, prefix)}
+                | set(_valid_names(statuses, "")))
         else:
             names = [service]
         records = {}
@@ -551,7 +717,7 @@ class ConsulStore:
     async def catalog_services(self, prefix: str) -> list[str]:
         """Services in Consul's catalog whose name starts with `prefix`."""
         _, services = await self.consul.catalog.services()
-        return sorted(name for name in services if name.startswith(prefix))
+        return sorted(_valid_names((name for name in services if name.startswith(prefix)), ""))
 
     async def leader_write(self, session: str, placements: dict[str, tuple[dict, int, int]],
                            statuses: dict[str, dict]) -> bool:
@@ -561,19 +727,29 @@ class ConsulStore:
         placement is written only if neither key changed since the leader read them.
         Returns False when a transaction was refused (lock lost, or a key changed).
         """
-        ops = []
+        groups = []
+        compute_indexes = {c.name: index for c, index in self._view_computes()[0]}
         for service, (placement, total_index, placement_index) in placements.items():
-            ops.append(_kv("check-index", self.resources_key_prefix + service,
-                           index=total_index))
-            ops.append(_kv("cas", self.placements_prefix + service, _to_json(placement),
-                           placement_index))
-        ops += [_kv("set", self.status_prefix + service, _to_json(status))
-                for service, status in statuses.items()]
+            group = [_kv("check-index", self.resources_key_prefix + service, index=total_index),
+                     _kv("cas", self.placements_prefix + service, _to_json(placement),
+                         placement_index)]
+            # As a scale request does: a compute deleted or marked meanwhile refuses it.
+            group += [_kv("check-index", self.computes_prefix + c, index=compute_indexes.get(c, 0))
+                      for c in placement]
+            groups.append(group)
+        groups += [[_kv("set", self.status_prefix + service, _to_json(status))]
+                   for service, status in statuses.items()]
         guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
         ok = True
-        # Consul allows 64 operations per transaction; a placement's two stay together.
-        for start in range(0, len(ops), TXN_BATCH):
-            ok = await self._txn([guard, *ops[start:start + TXN_BATCH]]) is not None and ok
+        # Consul allows 64 operations per transaction; a placement's checks stay with it.
+        batch: list[dict] = []
+        for group in groups + [None]:
+            if group is None or len(batch) + len(group) > TXN_OPS - 1:
+                if batch:
+                    ok = await self._txn([guard, *batch]) is not None and ok
+                batch = []
+            if group is not None:
+                batch.extend(group)
         return ok
 
     async def _txn(self, ops: list[dict]) -> list[Entry] | None:
@@ -598,8 +774,8 @@ class ConsulStore:
                                           headers=self.consul.prepare_headers())
 
 
-# Even, so that a placement's check-index and cas never straddle two transactions.
-TXN_BATCH = 62
+# Consul's limit of operations in one transaction.
+TXN_OPS = 64
 
 
 def _entry(item: dict) -> Entry:
@@ -633,6 +809,28 @@ def _parse_placement(raw) -> dict[str, int]:
             if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0}
 
 
+def _stored_compute(item: dict) -> Compute | None:
+    """The compute stored in a KV item; None when its value is not a definition."""
+    try:
+        return Compute.from_stored(_from_json(item.get("Value")))
+    except ValidationError:
+        return None
+
+
+def _shared_connector(compute: Compute, owner: str) -> str:
+    return (f"connector {compute.connector} is already the connector of compute {owner!r}: "
+            "two computes on one connector would undo each other's orders.")
+
+
+def _digest(connector: str) -> str:
+    """A key-safe name for a connector; equal for equal url_identity."""
+    return hashlib.sha256(url_identity(connector).encode()).hexdigest()[:24]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 def _to_json(value) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
@@ -645,6 +843,24 @@ def _from_json(raw: bytes | str | None):
         return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+_invalid_keys: set[str] = set()
+
+
+def _valid_names(keys, prefix: str) -> list[str]:
+    """Service names from keys under `prefix` that other tools may have written: those
+    that are not valid names (`wéb`, `web/scale?`) are skipped, and reported once each."""
+    names = []
+    for key in keys:
+        name = key[len(prefix):]
+        if NAME_PATTERN.fullmatch(name):
+            names.append(name)
+        elif key not in _invalid_keys:
+            _invalid_keys.add(key)
+            log.warning("ignoring Consul key %r: %r is not a valid service name (1 to 64 "
+                        "letters, digits, '_', '.' or '-')", key[:200], name[:80])
+    return names
 
 
 _warned: dict[str, float] = {}

@@ -72,9 +72,9 @@ def test_api_examples(start_replica, tmp_path):
     ports = {"7001": replica.port}
     lines = shell_block("name=localdc")
     answers = [httpie(line, ports) for line in lines]
-    assert answers[0] == {"name": "localdc", "connector": "http://localhost:7051"}
+    assert answers[0] == {"name": "localdc", "connector": "http://localhost:7052"}
     assert list(answers[1]) == ["local", "localdc"]
-    assert answers[3]["connector"] == "http://localhost:7052"
+    assert answers[3]["connector"] == "http://localhost:7053"
     assert replica.request("GET", "/service/myService").json()["desired"] == 5
 
 

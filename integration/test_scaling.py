@@ -187,7 +187,7 @@ def test_the_loop_survives_junk_and_changes_during_a_cycle(start_replica, connec
     for number in (1, 3, 2):
         replica.request("POST", f"/service/{service}/scale", {"number": number,
                                                               "compute": "local"})
-    add_compute(replica, "late", connector.url)
+    add_compute(replica, "late", f"http://127.0.0.1:{free_port()}")
     wait_until(lambda: running(connector, service) == 2, timeout=15, what="the last number")
 
     def last_cycle():

@@ -21,7 +21,8 @@ def test_post_creates_a_compute_stored_in_consul(replica, consul, prefix):
 
 def test_get_lists_every_compute_in_definition_order(replica):
     for name in ("zeta", "alpha", "mid"):
-        assert replica.request("POST", "/compute", {"name": name, "connector": "http://h:1"}
+        assert replica.request("POST", "/compute", {"name": name,
+                                                    "connector": f"http://{name}:1"}
                                ).status_code == 201
     listed = replica.request("GET", "/compute").json()
     assert list(listed) == ["zeta", "alpha", "mid"]
@@ -191,7 +192,7 @@ def test_a_replica_reads_its_own_writes_at_once(start_replica):
     first, second = start_replica(), start_replica()
     for i in range(20):
         replica = (first, second)[i % 2]
-        assert replica.request("POST", "/compute", {"name": f"c{i}", "connector": "http://h:1"}
+        assert replica.request("POST", "/compute", {"name": f"c{i}", "connector": f"http://h:{i + 1}"}
                                ).status_code == 201
         assert replica.request("GET", f"/compute/c{i}").status_code == 200
         assert f"c{i}" in replica.request("GET", "/compute").json()

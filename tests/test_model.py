@@ -2,7 +2,14 @@
 
 import pytest
 
-from genisys.model import Compute, ValidationError, validate_name, validate_number, validate_url
+from genisys.model import (
+    Compute,
+    ValidationError,
+    url_identity,
+    validate_name,
+    validate_number,
+    validate_url,
+)
 
 
 @pytest.mark.parametrize("name", ["a", "local", "web-1", "my_service.v2", "A" * 64, "9lives"])
@@ -38,7 +45,7 @@ def test_connector_urls_are_normalised_without_a_trailing_slash():
 
 
 @pytest.mark.parametrize("url", ["localhost:7051", "/x", "ftp://h", "http://", "http://h:0x",
-                                 "http://h/a b", "http://h/?q=1", "http://h/#f"])
+                                 "http://h/?q=1", "http://h/#f"])
 def test_invalid_connector_urls(url):
     with pytest.raises(ValidationError, match="absolute http or https URL"):
         validate_url(url)
@@ -47,3 +54,35 @@ def test_invalid_connector_urls(url):
 def test_compute_round_trip():
     compute = Compute.from_dict({"name": "local", "connector": "http://localhost:7051"})
     assert compute.to_dict() == {"name": "local", "connector": "http://localhost:7051"}
+
+
+def test_international_host_names_are_idna_encoded():
+    # http://ü:7051 was accepted as is and then failed every reconcile cycle.
+    assert validate_url("http://ü:7051") == "http://xn--tda:7051"
+    assert validate_url("https://bücher.example/api") == "https://xn--bcher-kva.example/api"
+
+
+@pytest.mark.parametrize("url", ["http://h/a b", "http://h\x00:1", "http://h\x7f:1", "http://h:1\n",
+                                 "http://h\t:1", "\x1bhttp://h:1"])
+def test_urls_with_whitespace_or_control_characters_are_refused(url):
+    with pytest.raises(ValidationError, match="spaces or control characters"):
+        validate_url(url)
+
+
+def test_urls_with_user_information_are_refused():
+    with pytest.raises(ValidationError, match="user information"):
+        validate_url("http://admin:secret@h:7051")
+
+
+def test_one_connector_written_two_ways_has_one_identity():
+    assert url_identity(validate_url("http://LOCALHOST:7051/")) == \
+        url_identity(validate_url("http://127.0.0.1:7051"))
+    assert url_identity(validate_url("http://h")) == url_identity(validate_url("http://h:80/"))
+    assert url_identity(validate_url("http://h:7051")) != url_identity(validate_url("http://h:7052"))
+
+
+def test_a_stored_compute_keeps_its_deletion_mark_and_the_api_form_refuses_it():
+    stored = {"name": "c", "connector": "http://h:1", "deleting": "2026-11-25T10:00:00"}
+    assert Compute.from_stored(stored).to_dict() == stored
+    with pytest.raises(ValidationError, match="unknown field 'deleting'"):
+        Compute.from_dict(stored)

@@ -6,6 +6,7 @@ import logging
 from consul.exceptions import ConsulException
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
+from genisys import jsonbody
 from genisys.model import ValidationError
 from genisys.store import Conflict, ConsulUnavailable, NotFound
 
@@ -54,12 +55,9 @@ class JsonHandler(RequestHandler):
         if self._too_large:
             raise ApiError(413, _TOO_LARGE)
         try:
-            body = json.loads(self._body or b"")
-        except (UnicodeDecodeError, ValueError):
-            raise ValidationError("the request body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise ValidationError("the request body must be a JSON object.")
-        return body
+            return jsonbody.loads_object(self._body or b"")
+        except jsonbody.BadJson as exc:
+            raise ValidationError(str(exc)) from None
 
     def flag(self, name: str) -> bool:
         """A query flag like ?consistent (present, with any value but 0/false)."""
@@ -102,9 +100,12 @@ class JsonHandler(RequestHandler):
                     return 503, f"Consul refused the request: {str(exc)[:200]}"
                 return status, str(exc)
         if isinstance(exc, HTTPError) or exc is None:
+            if status_code == 405 and not self._allowed_methods():  # an unknown method
+                return 404, f"no such endpoint: {jsonbody.excerpt(self.request.path, 80)}."
             if status_code == 405:
-                return 405, (f"method {self.request.method} is not allowed on "
-                             f"{self.request.path}; use {', '.join(self._allowed_methods())}.")
+                return 405, (f"method {jsonbody.excerpt(self.request.method, 20)} is not "
+                             f"allowed on {jsonbody.excerpt(self.request.path, 80)}; use "
+                             f"{', '.join(self._allowed_methods())}.")
             if status_code == 400:  # Tornado's own parse errors, e.g. a bad query string
                 return 400, "the request is malformed."
             return status_code, (exc.log_message if isinstance(exc, HTTPError) and exc.log_message
@@ -120,4 +121,4 @@ class NotFoundHandler(JsonHandler):
     """Every path no route matches."""
 
     def prepare(self):
-        raise ApiError(404, f"no such endpoint: {self.request.path}.")
+        raise ApiError(404, f"no such endpoint: {jsonbody.excerpt(self.request.path, 80)}.")
