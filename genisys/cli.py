@@ -120,7 +120,10 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     context.last_cycle = lambda: reconciler.last_cycle if election.is_leader else None
     await election.start()
 
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({stopping, election.fatal}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    exit_code = 1 if election.fatal.done() else 0
     # Leave the election first: stop leading, release the lock, then destroy the session
     # and deregister, so that another replica takes over at once.
     await election.stop()
@@ -135,7 +138,7 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
         consul_dev.stop()
         log.info("stopped the Consul dev agent")
     log.info("stopped")
-    return 0
+    return exit_code
 
 
 def advertised_address(config) -> str:

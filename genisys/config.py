@@ -7,7 +7,9 @@ starts with half of its configuration silently ignored is worse than one that st
 
 import os
 import re
+import secrets
 from dataclasses import dataclass, fields
+from functools import cached_property
 from urllib.parse import urlsplit
 
 import yaml
@@ -65,9 +67,14 @@ class Config:
     placement: PlacementSection = PlacementSection()
     leader: LeaderSection = LeaderSection()
 
-    @property
+    @cached_property  # the default is random: one value per configuration
     def replica_id(self) -> str:
-        return self.leader.id or f"{os.uname().nodename}-{self.genisys.port}"
+        return self.leader.id or default_replica_id(self.genisys.port)
+
+
+def default_replica_id(port: int) -> str:
+    """<hostname>-<port>-<random>: unique even on hosts cloned with one hostname."""
+    return f"{os.uname().nodename}-{port}-{secrets.token_hex(3)}"
 
 
 # Keys whose value is a duration in seconds; "15s", "500ms", "2m" or a plain number.

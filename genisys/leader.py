@@ -49,6 +49,10 @@ MAX_BACKOFF = 1.0
 STOP_STEP_TIMEOUT = 3.0
 
 
+class TwinReplica(Exception):
+    """Another live replica uses this replica's id."""
+
+
 class Term:
     """One term of this replica's leadership, handed to the leader's work.
 
@@ -97,6 +101,8 @@ class LeaderElection:
         # confirms the lock, well within the margin.
         self._hold_wait = check_ttl / 4
 
+        # Set, with the reason, when this replica must not go on (a live twin).
+        self.fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._registered = asyncio.Event()
         self._passed = asyncio.Event()  # set on every successful pass of the check
         self._orphans_checked = False
@@ -141,8 +147,9 @@ class LeaderElection:
         self._session, self._stale_sessions = None, []
         retired = not sessions or await self._quietly(
             self._retire(sessions), "release the lock and destroy the session")
-        deregistered = await self._quietly(self._store.deregister_replica(self.service_id),
-                                           "deregister from Consul's catalog")
+        # Never registered (a twin refused): the registration is the twin's, keep it.
+        deregistered = not self._registered.is_set() or await self._quietly(
+            self._store.deregister_replica(self.service_id), "deregister from Consul's catalog")
         if retired and deregistered:
             log.info("left the election: lock released, session destroyed, %s deregistered",
                      self.service_id)
@@ -153,6 +160,12 @@ class LeaderElection:
     # -- heartbeat: registration and TTL check -----------------------------------------
 
     async def _heartbeat(self) -> None:
+        try:
+            await self._refuse_twin()
+        except TwinReplica as exc:
+            log.error("%s", exc)
+            self.fatal.set_result(str(exc))
+            return
         failing = False
         while True:
             sent = time.monotonic()
@@ -186,6 +199,37 @@ class LeaderElection:
                     log.warning("cannot pass the TTL check in Consul: %s", _describe(exc))
                 failing = True
             await asyncio.sleep(max(0.0, self._pass_interval - (time.monotonic() - sent)))
+
+    async def _refuse_twin(self) -> None:
+        """Before registering: a check with this replica's id that passes belongs to an
+        earlier run killed moments ago (it lapses within the TTL) or to a live twin (it
+        keeps passing). Two replicas with one id would take each other's session for a
+        dead one's, so a twin is refused."""
+        deadline, waiting, failing = time.monotonic() + self.check_ttl * 1.5 + 1.0, False, False
+        while True:
+            try:
+                if "passing" not in await self._store.check_statuses(self.check_id):
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Consul down: replicas may start before it
+                if not failing:
+                    log.warning("cannot look for a replica with id %s yet: %s; retrying",
+                                self.replica_id, _describe(exc))
+                failing = True
+                await asyncio.sleep(MAX_BACKOFF)
+                continue
+            if time.monotonic() > deadline:
+                raise TwinReplica(
+                    f"another replica with id {self.replica_id} is running (its check "
+                    f"{self.check_id} keeps passing in Consul): give each replica its own "
+                    "leader.id (GENISYS_LEADER_ID), or leave it empty for a unique one")
+            if not waiting:
+                log.info("the check of replica id %s passed recently: waiting up to %.1fs "
+                         "for it to lapse (an earlier run of this replica that stopped)",
+                         self.replica_id, deadline - time.monotonic())
+                waiting = True
+            await asyncio.sleep(0.2)
 
     # -- campaign: session, acquire, lead or follow ------------------------------------
 

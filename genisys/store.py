@@ -309,6 +309,11 @@ class ConsulStore:
             SERVICE_NAME, service_id=service_id, address=host, port=port, check=check,
             meta={"replica": replica_id})
 
+    async def check_statuses(self, check_id: str) -> list[str]:
+        """The status of every check with this id, on any node of the cluster."""
+        _, checks = await self.consul.health.checks(SERVICE_NAME)
+        return [c.get("Status", "") for c in checks or () if c.get("CheckID") == check_id]
+
     async def deregister_replica(self, service_id: str) -> None:
         await self.consul.agent.service.deregister(service_id)
 

@@ -5,6 +5,7 @@ LeadershipMonitor samples every replica's GET /health in a thread every 50 ms fo
 whole test, and the test fails if two replicas ever claimed leadership at one instant.
 """
 
+import os
 import signal
 import threading
 import time
@@ -215,4 +216,25 @@ def test_a_leader_killed_and_restarted_with_its_id_does_not_keep_the_lock(consul
     second = start_replica(settings)
     wait_until(lambda: leaders([second]), timeout=30, what="the second life to lead")
     assert old_session not in [s["ID"] for s in sessions_of(consul.url, "phoenix")]
-    assert "retiring 1 session(s) left by an earlier run of replica phoenix" in second.log()
+    # It waited for the dead life's check to lapse (Consul then drops its session).
+    assert "the check of replica id phoenix passed recently" in second.log()
+
+
+def test_a_replica_refuses_to_start_beside_a_live_twin(consul, start_replica):
+    """Two replicas with one id: the second used to retire the first's session, and after
+    a kill -9 of one twin the cluster had no leader for 30-40 s and counting."""
+    settings = {"leader": {**FAST["leader"], "id": "twin"}}
+    first = start_replica(settings)
+    wait_until(lambda: leaders([first]), timeout=10, what="the first twin to lead")
+    second = start_replica(settings)
+    assert second.process.wait(timeout=30) == 1
+    assert "another replica with id twin is running" in second.log()
+    # The refused twin leaves the first one's registration and session alone.
+    assert leaders([first]) == [first]
+    assert len(sessions_of(consul.url, "twin")) == 1
+
+
+def test_default_replica_ids_differ_on_one_host(start_replica):
+    first, second = start_replica(), start_replica()
+    assert replica_id(first) != replica_id(second)
+    assert replica_id(first).startswith(f"{os.uname().nodename}-{first.port}-")
