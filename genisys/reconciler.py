@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError
 from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
+from genisys.retirement import Retirement
 from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Reconciler:
         self.concurrency = concurrency
         self.service_prefix = service_prefix
         self.strategy = strategy
+        self.retirement = Retirement(store, client, concurrency)
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
         # What this leader last wrote to each status key: only changes are written, and
         # comparing with this costs nothing per unchanged service.
@@ -136,6 +138,8 @@ class Reconciler:
         statuses = self._changed_statuses(desired, managed, observed)
         if term.valid() and await self.store.leader_write(term.session, {}, statuses):
             self._recorded.update((s, (v["observed"], v["errors"])) for s, v in statuses.items())
+        if services is None:  # connectors that left the registry: stop what runs there
+            await self.retirement.drain(term, managed)
         failed = len({key[0] for key in observed.errors})
         return (f"{len(managed)} services on {len(desired.computes)} computes, "
                 f"{failed} with errors, {len(orders)} orders")
