@@ -185,15 +185,18 @@ async def seed_computes(store: ConsulStore, computes: list[Compute]) -> None:
             await store.create_compute(compute)
             log.info("compute %s -> %s defined from the compute file", compute.name,
                      compute.connector)
-        except Conflict:
+        except Conflict as exc:
             # A first attempt may have been applied although its answer was lost.
             existing = await _quietly_get(store, compute.name)
             if existing == compute:
                 log.info("compute %s -> %s defined (as in the compute file)", compute.name,
                          compute.connector)
-            else:
+            elif existing is not None:
                 log.info("compute %s is already defined in Consul; the compute file does not "
                          "change it", compute.name)
+            else:
+                log.warning("compute %s of the compute file is not defined: %s", compute.name,
+                            exc)
         except Exception as exc:  # Consul down or refusing: try again, never give up
             if not warned:
                 log.warning("cannot write the compute file's computes to Consul yet (%s); "
