@@ -7,7 +7,7 @@ from consul.exceptions import ConsulException
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from genisys.model import ValidationError
-from genisys.store import Conflict, ConsulUnavailable, NotFound
+from genisys.store import Conflict, ConsulUnavailable, NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class ApiError(Exception):
 
 # Exceptions that are the caller's or the environment's doing, not a bug.
 _EXPECTED = {ValidationError: 400, NotFound: 404, Conflict: 409, ConsulUnavailable: 503,
-             ConsulException: 503}
+             PermissionDenied: 503, ConsulException: 503}
 
 
 _TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB."
