@@ -45,8 +45,10 @@ class Conflict(Exception):
     pass
 
 
-class PermissionDenied(Exception):
-    """Consul's ACLs refused the request: the message names the rule the token lacks."""
+class PermissionDenied(ConsulException):
+    """Consul's ACLs refused the request: the message names the rule the token lacks.
+
+    A ConsulException, so that whatever survives Consul's refusals survives this one."""
 
 
 UNKNOWN_TOKEN = ("Consul does not know the configured ACL token: check consul.token or "
@@ -201,7 +203,7 @@ class PrefixView:
         """Read the prefix now (not blocking) and install it: read-your-writes."""
         try:
             index, items = await self._client.kv.get(self.prefix, recurse=True)
-        except (ConsulUnavailable, ConsulException, PermissionDenied) as exc:
+        except (ConsulUnavailable, ConsulException) as exc:
             self.synced, self.error = False, exc
             raise
         self._install(int(index), items, force=False)
@@ -351,6 +353,8 @@ class ConsulStore:
                 headers=self.consul.prepare_headers())
         except PermissionDenied as exc:
             denied.append(str(exc))
+        except ConsulUnavailable:
+            pass  # cannot tell here; a denied registration shows in the election's state
         return list(dict.fromkeys(denied))  # an unknown token says so once
 
     # -- leader election: catalog registration, TTL check, session, lock ----------------

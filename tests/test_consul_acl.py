@@ -166,6 +166,7 @@ def test_start_up_logs_each_denied_permission_once_and_health_is_503_with_them(a
     assert body["status"] == "unavailable" and body["leader"] is False
     assert body["error"] == expected[0]
     assert set(expected) <= set(body["troubles"])
+    assert any("not registered in Consul's catalog" in t for t in body["troubles"])
 
 
 def test_the_readme_policy_is_enough_to_define_scale_and_lead(acl_consul, start, prefix,

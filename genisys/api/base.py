@@ -98,7 +98,7 @@ class JsonHandler(RequestHandler):
             return exc.status, str(exc)
         for cls, status in _EXPECTED.items():
             if isinstance(exc, cls):
-                if status == 503 and isinstance(exc, ConsulException):
+                if cls is ConsulException:  # PermissionDenied, listed first, says it all
                     return 503, f"Consul refused the request: {str(exc)[:200]}"
                 return status, str(exc)
         if isinstance(exc, HTTPError) or exc is None:
