@@ -99,6 +99,20 @@ def test_without_a_token_defining_a_compute_is_503_naming_the_permission(acl_con
     assert kv(acl_consul, f"{prefix}computes/x") is None
 
 
+def test_an_unknown_token_is_named_as_such(acl_consul, start, prefix):
+    replica = start(str(uuid.uuid4()))
+    unknown = ("Consul does not know the configured ACL token: check consul.token or "
+               "CONSUL_HTTP_TOKEN.")
+    for method, path, body in [("GET", "/compute", None), ("GET", "/compute/c", None),
+                               ("POST", "/compute", {"name": "x", "connector": "http://h:1"})]:
+        response = replica.request(method, path, body)
+        assert (response.status_code, response.json()) == (503, {"error": unknown}), path
+    # Said once, not once per prefix and permission; the election cannot register either.
+    wait_until(lambda: [t[:40] for t in replica.request("GET", "/health").json()["troubles"]]
+               == [unknown[:40], "this replica is not registered in Consul"],
+               what="health naming the unknown token")
+
+
 def test_denied_reads_are_503_never_an_empty_registry(acl_consul, start, prefix):
     define(acl_consul, prefix, "c")
     replica = start(None)
