@@ -17,6 +17,7 @@ from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, consul_answers
 from genisys.leader import LeaderElection
 from genisys.model import Compute, ValidationError
+from genisys.permissions import PermissionWatch
 from genisys.reconciler import Reconciler
 from genisys.store import Conflict, ConsulStore
 
@@ -90,6 +91,8 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
 
     store = ConsulStore.from_config(config.consul)
     store.start()
+    permissions = PermissionWatch(store)
+    permissions.start()
     context = Context(config=config, store=store, replica_id=config.replica_id)
     server = HTTPServer(make_app(context), xheaders=True)
     try:
@@ -97,6 +100,7 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.genisys.bind, config.genisys.port,
                   exc.strerror)
+        await permissions.stop()
         await store.close()
         if consul_dev:
             consul_dev.stop()
@@ -118,6 +122,7 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
                               check_ttl=config.leader.check_ttl, lead=reconciler.lead)
     context.is_leader = lambda: election.is_leader
     context.last_cycle = lambda: reconciler.last_cycle if election.is_leader else None
+    context.troubles = lambda: [*permissions.denied, *filter(None, [election.trouble])]
     await election.start()
 
     stopping = asyncio.ensure_future(stop.wait())
@@ -133,6 +138,7 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     await asyncio.gather(seeding, return_exceptions=True)
     await server.close_all_connections()
     connectors.close()
+    await permissions.stop()
     await store.close()
     if consul_dev:
         consul_dev.stop()

@@ -124,6 +124,17 @@ class LeaderElection:
         term = self._term
         return term is not None and term.valid()
 
+    @property
+    def trouble(self) -> str | None:
+        """Why this replica cannot take part in the election now (None: it can), for
+        /health; Consul's refusals show in the log and the permission probe."""
+        if not self._registered.is_set():
+            return f"this replica is not registered in Consul's catalog as {self.service_id}."
+        if time.monotonic() >= self._pass_ok_at + self.margin:
+            return (f"this replica's TTL check {self.check_id} has not passed in Consul for "
+                    f"{self.margin:g}s.")
+        return None
+
     async def start(self) -> None:
         """Start the heartbeat and the campaign; returns at once."""
         loop = asyncio.get_running_loop()
