@@ -5,6 +5,10 @@ placements prefixes wakes the loop at once for just the services that changed, s
 scale request reaches its connector in milliseconds. Each cycle reads one snapshot,
 decides with pure functions (genisys.plan), then acts. A failing cycle is logged and
 the next one runs: the loop never dies.
+
+Containment: whatever one (service, compute) pair meets, an exception of any type
+included, is recorded as that pair's error and every other pair goes on. A pair whose
+connector accepts orders but keeps reporting another count gets a warning instead.
 """
 
 import asyncio
@@ -13,11 +17,16 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from genisys.connector import ConnectorClient, ConnectorError
+from genisys.connector import ConnectorClient, ConnectorError, StaleTerm
+from genisys.jsonbody import excerpt
 from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
 from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
 
 log = logging.getLogger(__name__)
+
+# Accepted orders after which a pair still reporting another count gets a warning (one
+# order may legitimately be observed before it has taken effect).
+WARN_AFTER = 3
 
 
 class Reconciler:
@@ -32,7 +41,10 @@ class Reconciler:
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
         # What this leader last wrote to each status key: only changes are written, and
         # comparing with this costs nothing per unchanged service.
-        self._recorded: dict[str, tuple[dict, dict]] | None = None
+        self._recorded: dict[str, tuple[dict, dict, dict]] | None = None
+        # (service, compute) -> (number ordered, orders accepted since the pair last
+        # reported that number): for the warnings.
+        self._orders: dict[tuple[str, str], tuple[int, int]] = {}
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
@@ -56,6 +68,7 @@ class Reconciler:
                  self.poll_interval)
         self._full_due = True
         self._recorded = None
+        self._orders = {}
         next_full = time.monotonic()
         while True:
             now = time.monotonic()
@@ -106,7 +119,8 @@ class Reconciler:
         """One observe -> plan -> act pass over `services` (None: every managed service)."""
         desired, indexes = self.store.desired_snapshot(services)
         if self._recorded is None:  # a new term: start from what Consul holds
-            self._recorded = {service: (status.get("observed"), status.get("errors"))
+            self._recorded = {service: (status.get("observed"), status.get("errors"),
+                                        status.get("warnings"))
                               for service, status in (await self.store.statuses()).items()}
         managed = set(desired.totals)
         if services is None and self.service_prefix:
@@ -125,6 +139,9 @@ class Reconciler:
         bulk = services is None or len(managed) >= self.concurrency
         observed = await self.observe(desired.computes, managed, bulk=bulk)
         orders = scale_orders(desired, observed)
+        for pair in [p for p, (number, _) in self._orders.items()
+                     if observed.counts.get(p) == number]:
+            del self._orders[pair]  # the connector reports what was ordered
 
         if not term.valid():
             return f"no longer leading: dropped {len(orders)} orders"
@@ -135,7 +152,8 @@ class Reconciler:
         await self.act(orders, desired.computes, observed, term)
         statuses = self._changed_statuses(desired, managed, observed)
         if term.valid() and await self.store.leader_write(term.session, {}, statuses):
-            self._recorded.update((s, (v["observed"], v["errors"])) for s, v in statuses.items())
+            self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
+                                  for s, v in statuses.items())
         failed = len({key[0] for key in observed.errors})
         return (f"{len(managed)} services on {len(desired.computes)} computes, "
                 f"{failed} with errors, {len(orders)} orders")
@@ -153,9 +171,9 @@ class Reconciler:
             if bulk:
                 try:
                     counts = await self.client.bulk_status(url)
-                except ConnectorError as exc:
+                except Exception as exc:
                     for service in services:
-                        observed.errors[service, compute] = str(exc)
+                        observed.errors[service, compute] = _failure(exc, "observing", compute)
                     return
             if counts is not None:
                 for service in services:
@@ -166,8 +184,9 @@ class Reconciler:
                 async with limit:
                     try:
                         observed.counts[service, compute] = await self.client.status(url, service)
-                    except ConnectorError as exc:
-                        observed.errors[service, compute] = str(exc)
+                    except Exception as exc:
+                        observed.errors[service, compute] = _failure(
+                            exc, f"observing {service} on", compute)
 
             await asyncio.gather(*(one_service(s) for s in services))
 
@@ -183,15 +202,38 @@ class Reconciler:
             async with limits.setdefault(order.compute, asyncio.Semaphore(self.concurrency)):
                 log.info("scaling %s on %s from %d to %d (term %d)", order.service,
                          order.compute, order.observed, order.number, term.number)
+                pair = (order.service, order.compute)
                 try:
-                    count = await self.client.scale(url, order.service, order.number, term.number)
-                except ConnectorError as exc:
-                    log.warning("scaling %s on %s failed: %s", order.service, order.compute, exc)
-                    observed.errors[order.service, order.compute] = str(exc)
+                    count = await self._order(url, order, term)
+                except Exception as exc:
+                    observed.errors[pair] = _failure(exc, f"scaling {order.service} on",
+                                                     order.compute)
                     return
-                observed.counts[order.service, order.compute] = count
+                ordered, accepted = self._orders.get(pair, (order.number, 0))
+                self._orders[pair] = (order.number,
+                                      accepted + 1 if ordered == order.number else 1)
+                observed.counts[pair] = count
 
         await asyncio.gather(*(send(o, computes[o.compute]) for o in orders))
+
+    async def _order(self, url: str, order: ScaleOrder, term) -> int:
+        """Send one order; the count running afterwards.
+
+        A connector that has seen a higher term (a stray header, a Consul reset, a newer
+        leader) names it: the term is raised above it, only while this replica still
+        holds the lock, and the order sent once more.
+        """
+        try:
+            count = await self.client.scale(url, order.service, order.number, term.number)
+        except StaleTerm as stale:
+            if not await term.raise_above(stale.seen):
+                raise
+            log.info("%s had seen term %d: raised this leader's term to %d", order.compute,
+                     stale.seen, term.number)
+            count = await self.client.scale(url, order.service, order.number, term.number)
+        if count is None:  # accepted without a count: ask
+            count = await self.client.status(url, order.service)
+        return count
 
     def _changed_statuses(self, desired: Desired, managed: set[str],
                           observed: Observed) -> dict[str, dict]:
@@ -203,10 +245,34 @@ class Reconciler:
                              if (service, c) in observed.counts},
                 "errors": {c: observed.errors[service, c] for c in desired.computes
                            if (service, c) in observed.errors},
+                "warnings": {c: warning for c in desired.computes
+                             if (warning := self._warning(service, c, observed))},
             }
-            if self._recorded.get(service) != (status["observed"], status["errors"]):
+            if self._recorded.get(service) != (status["observed"], status["errors"],
+                                               status["warnings"]):
                 changed[service] = {**status, "observed_at": _now()}
         return changed
+
+    def _warning(self, service: str, compute: str, observed: Observed) -> str | None:
+        """What is wrong with a connector that accepts orders but keeps reporting
+        another count; None while nothing is."""
+        number, accepted = self._orders.get((service, compute), (None, 0))
+        count = observed.counts.get((service, compute))
+        if accepted < WARN_AFTER or count is None or count == number:
+            return None
+        if count > number:
+            return f"reports {count} running, more than the {number} placed"
+        return f"ordered {number}, still reports {count} after {accepted} orders"
+
+
+def _failure(exc: Exception, doing: str, compute: str) -> str:
+    """The sentence recorded for a pair; an unexpected exception is a bug: logged."""
+    if isinstance(exc, ConnectorError):
+        if doing.startswith("scaling"):
+            log.warning("%s %s failed: %s", doing, compute, exc)
+        return str(exc)
+    log.warning("%s %s failed unexpectedly", doing, compute, exc_info=exc)
+    return f"unexpected error: {type(exc).__name__}: {excerpt(str(exc))}"
 
 
 def _describe(placement: dict[str, int]) -> str:

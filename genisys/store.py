@@ -25,6 +25,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from genisys.httpclient import close_client, curl_client
 from genisys.model import Compute, ValidationError, validate_number
 from genisys.plan import Desired
+from genisys.protocol import MAX_TERM
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ class ConsulStore:
         self.placements_prefix = f"{key_prefix}placements/"
         self.status_prefix = f"{key_prefix}status/"
         self.leader_key = f"{key_prefix}leader"
+        self.term_key = f"{key_prefix}term"
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout)
         self.computes_view = PrefixView(self.consul, self.computes_prefix)
         self._decoded_from: dict | None = None  # the view entries _decoded was made from
@@ -352,6 +354,28 @@ class ConsulStore:
                                       lock_index=item.get("LockIndex", 0),
                                       modify_index=item["ModifyIndex"],
                                       value=value if isinstance(value, dict) else {})
+
+    async def raise_term(self, session: str, above: int) -> int | None:
+        """Make the leader's term max(stored term, `above`) + 1, in one transaction guarded
+        by `session`'s hold on the leader lock; the new term, or None when `session` no
+        longer holds the lock (a deposed leader can never raise it)."""
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        for _ in range(TERM_ATTEMPTS):
+            _, item = await self.consul.kv.get(self.term_key, consistent=True)
+            stored = _from_json(item and item.get("Value"))
+            if not isinstance(stored, int) or isinstance(stored, bool) or stored < 0:
+                if item is not None:
+                    _warn_once(f"{self.term_key} holds no term; counting from the lock's")
+                stored = 0
+            term = min(max(stored, above) + 1, MAX_TERM)
+            index = item["ModifyIndex"] if item else 0
+            if await self._txn([guard, _kv("cas", self.term_key, str(term), index)]) is not None:
+                return term
+            _, lock = await self.read_leader()
+            if lock is None or lock.session != session:
+                return None
+            # Still ours: the key changed between the read and the write; read it again.
+        raise ConsulException(f"{self.term_key} kept changing under the leader's writes")
 
     # -- computes ---------------------------------------------------------------------
 
@@ -539,6 +563,7 @@ class ConsulStore:
                 "placement": _parse_placement(placement and placement.value),
                 "observed": observed.get("observed", {}),
                 "errors": observed.get("errors", {}),
+                "warnings": observed.get("warnings", {}),
                 "observed_at": observed.get("observed_at"),
             }
         return records
@@ -597,6 +622,9 @@ class ConsulStore:
         return await self.consul.http.put(outcome, "/v1/txn", data=json.dumps(ops),
                                           headers=self.consul.prepare_headers())
 
+
+# A leader's term key changes only under its own writes: a few attempts are plenty.
+TERM_ATTEMPTS = 5
 
 # Even, so that a placement's check-index and cas never straddle two transactions.
 TXN_BATCH = 62
