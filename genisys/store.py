@@ -361,7 +361,7 @@ class ConsulStore:
         longer holds the lock (a deposed leader can never raise it)."""
         guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
         for _ in range(TERM_ATTEMPTS):
-            _, item = await self.consul.kv.get(self.term_key, consistent=True)
+            _, item = await self.consul.kv.get(self.term_key, consistency="consistent")
             stored = _from_json(item and item.get("Value"))
             if not isinstance(stored, int) or isinstance(stored, bool) or stored < 0:
                 if item is not None:
