@@ -13,8 +13,15 @@ it reports. huge: reports 1,000,000,000 running for every service, whatever it i
 import argparse
 import asyncio
 import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import tornado.web
+
+from genisys.devconsul import free_port
+from tests.support import ROOT, wait_until
 
 FAULTS = ["error", "html", "slow", "badjson", "deepjson", "empty", "liar", "huge"]
 HUGE = 1_000_000_000
@@ -65,6 +72,29 @@ class Handler(tornado.web.RequestHandler):
             raise tornado.web.Finish()
         if self.fault == "slow":
             await asyncio.sleep(self.delay)
+
+
+class FaultyProcess:
+    """This connector in its own process, for tests: `url`, then `stop()`."""
+
+    def __init__(self, fault: str, log_path: Path, *args: str):
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._output = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.faulty_connector", "--port", str(port),
+             "--fault", fault, *args], cwd=ROOT, stdout=self._output, stderr=subprocess.STDOUT)
+        wait_until(lambda: _listening(port), timeout=10, what=f"the {fault} connector")
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._output.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def main():
