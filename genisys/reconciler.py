@@ -19,14 +19,19 @@ from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError, StaleTerm
 from genisys.jsonbody import excerpt
-from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
+from genisys.plan import (
+    Desired,
+    Observed,
+    OrderCounts,
+    ScaleOrder,
+    open_orders,
+    order_warnings,
+    placements_to_fix,
+    scale_orders,
+)
 from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
 
 log = logging.getLogger(__name__)
-
-# Accepted orders after which a pair still reporting another count gets a warning (one
-# order may legitimately be observed before it has taken effect).
-WARN_AFTER = 3
 
 
 class Reconciler:
@@ -42,9 +47,8 @@ class Reconciler:
         # What this leader last wrote to each status key: only changes are written, and
         # comparing with this costs nothing per unchanged service.
         self._recorded: dict[str, tuple[dict, dict, dict]] | None = None
-        # (service, compute) -> (number ordered, orders accepted since the pair last
-        # reported that number): for the warnings.
-        self._orders: dict[tuple[str, str], tuple[int, int]] = {}
+        # Orders accepted per pair while it reports another count: for the warnings.
+        self._orders: OrderCounts = {}
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
@@ -139,9 +143,9 @@ class Reconciler:
         bulk = services is None or len(managed) >= self.concurrency
         observed = await self.observe(desired.computes, managed, bulk=bulk)
         orders = scale_orders(desired, observed)
-        for pair in [p for p, (number, _) in self._orders.items()
-                     if observed.counts.get(p) == number]:
-            del self._orders[pair]  # the connector reports what was ordered
+        # From what the connectors report, not from their answers to this cycle's orders.
+        self._orders = open_orders(self._orders, desired, observed)
+        warnings = order_warnings(self._orders, observed)
 
         if not term.valid():
             return f"no longer leading: dropped {len(orders)} orders"
@@ -150,7 +154,7 @@ class Reconciler:
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
         await self.act(orders, desired.computes, observed, term)
-        statuses = self._changed_statuses(desired, managed, observed)
+        statuses = self._changed_statuses(desired, managed, observed, warnings)
         if term.valid() and await self.store.leader_write(term.session, {}, statuses):
             self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
                                   for s, v in statuses.items())
@@ -235,8 +239,8 @@ class Reconciler:
             count = await self.client.status(url, order.service)
         return count
 
-    def _changed_statuses(self, desired: Desired, managed: set[str],
-                          observed: Observed) -> dict[str, dict]:
+    def _changed_statuses(self, desired: Desired, managed: set[str], observed: Observed,
+                          warnings: dict[tuple[str, str], str]) -> dict[str, dict]:
         """Status records that differ from what this leader last wrote: only those."""
         changed = {}
         for service in managed:
@@ -245,24 +249,14 @@ class Reconciler:
                              if (service, c) in observed.counts},
                 "errors": {c: observed.errors[service, c] for c in desired.computes
                            if (service, c) in observed.errors},
-                "warnings": {c: warning for c in desired.computes
-                             if (warning := self._warning(service, c, observed))},
+                "warnings": {c: warnings[service, c] for c in desired.computes
+                             if (service, c) in warnings},
             }
             if self._recorded.get(service) != (status["observed"], status["errors"],
                                                status["warnings"]):
                 changed[service] = {**status, "observed_at": _now()}
         return changed
 
-    def _warning(self, service: str, compute: str, observed: Observed) -> str | None:
-        """What is wrong with a connector that accepts orders but keeps reporting
-        another count; None while nothing is."""
-        number, accepted = self._orders.get((service, compute), (None, 0))
-        count = observed.counts.get((service, compute))
-        if accepted < WARN_AFTER or count is None or count == number:
-            return None
-        if count > number:
-            return f"reports {count} running, more than the {number} placed"
-        return f"ordered {number}, still reports {count} after {accepted} orders"
 
 
 def _failure(exc: Exception, doing: str, compute: str) -> str:
