@@ -49,6 +49,7 @@ class Reconciler:
         self._recorded: dict[str, tuple[dict, dict, dict]] | None = None
         # Orders accepted per pair while it reports another count: for the warnings.
         self._orders: OrderCounts = {}
+        self._unexpected: set[str] = set()  # unexpected errors logged this term
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
@@ -72,7 +73,7 @@ class Reconciler:
                  self.poll_interval)
         self._full_due = True
         self._recorded = None
-        self._orders = {}
+        self._orders, self._unexpected = {}, set()
         next_full = time.monotonic()
         while True:
             now = time.monotonic()
@@ -177,7 +178,8 @@ class Reconciler:
                     counts = await self.client.bulk_status(url)
                 except Exception as exc:
                     for service in services:
-                        observed.errors[service, compute] = _failure(exc, "observing", compute)
+                        observed.errors[service, compute] = self._failure(
+                            exc, f"observing {compute}")
                     return
             if counts is not None:
                 for service in services:
@@ -189,8 +191,8 @@ class Reconciler:
                     try:
                         observed.counts[service, compute] = await self.client.status(url, service)
                     except Exception as exc:
-                        observed.errors[service, compute] = _failure(
-                            exc, f"observing {service} on", compute)
+                        observed.errors[service, compute] = self._failure(
+                            exc, f"observing {service} on {compute}")
 
             await asyncio.gather(*(one_service(s) for s in services))
 
@@ -210,8 +212,10 @@ class Reconciler:
                 try:
                     count = await self._order(url, order, term)
                 except Exception as exc:
-                    observed.errors[pair] = _failure(exc, f"scaling {order.service} on",
-                                                     order.compute)
+                    observed.errors[pair] = self._failure(
+                        exc, f"scaling {order.service} on {order.compute}")
+                    log.warning("scaling %s on %s failed: %s", order.service, order.compute,
+                                observed.errors[pair])
                     return
                 ordered, accepted = self._orders.get(pair, (order.number, 0))
                 self._orders[pair] = (order.number,
@@ -257,16 +261,17 @@ class Reconciler:
                 changed[service] = {**status, "observed_at": _now()}
         return changed
 
-
-
-def _failure(exc: Exception, doing: str, compute: str) -> str:
-    """The sentence recorded for a pair; an unexpected exception is a bug: logged."""
-    if isinstance(exc, ConnectorError):
-        if doing.startswith("scaling"):
-            log.warning("%s %s failed: %s", doing, compute, exc)
-        return str(exc)
-    log.warning("%s %s failed unexpectedly", doing, compute, exc_info=exc)
-    return f"unexpected error: {type(exc).__name__}: {excerpt(str(exc))}"
+    def _failure(self, exc: Exception, doing: str) -> str:
+        """The sentence recorded for a pair. Anything but a ConnectorError is a bug: its
+        traceback is logged once per term, not once per pair and cycle."""
+        if isinstance(exc, ConnectorError):
+            return str(exc)
+        sentence = f"unexpected error: {type(exc).__name__}: {excerpt(str(exc))}"
+        if sentence not in self._unexpected:
+            self._unexpected.add(sentence)
+            log.error("%s failed unexpectedly; recorded for that pair only", doing,
+                      exc_info=exc)
+        return sentence
 
 
 def _describe(placement: dict[str, int]) -> str:
