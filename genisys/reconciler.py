@@ -33,6 +33,10 @@ from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
 
 log = logging.getLogger(__name__)
 
+# The longest sentence recorded per pair: a status record holds one per compute, and the
+# leader writes up to 62 records per Consul transaction (at most 512 KiB).
+MAX_SENTENCE = 300
+
 
 class Reconciler:
     def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
@@ -262,10 +266,10 @@ class Reconciler:
         return changed
 
     def _failure(self, exc: Exception, doing: str) -> str:
-        """The sentence recorded for a pair. Anything but a ConnectorError is a bug: its
-        traceback is logged once per term, not once per pair and cycle."""
+        """The sentence recorded for a pair, short. Anything but a ConnectorError is a bug:
+        its traceback is logged once per term, not once per pair and cycle."""
         if isinstance(exc, ConnectorError):
-            return str(exc)
+            return excerpt(str(exc), MAX_SENTENCE)
         sentence = f"unexpected error: {type(exc).__name__}: {excerpt(str(exc))}"
         if sentence not in self._unexpected:
             self._unexpected.add(sentence)

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from genisys.reconciler import MAX_SENTENCE
 from tests.connector_helpers import ConnectorProcess, unique
 from tests.faulty_connector import FaultyProcess
 from tests.support import ROOT, wait_until
@@ -143,3 +144,29 @@ def test_a_stray_term_header_does_not_lock_out_the_leader(start_replica, consul,
                == {"running_resources": 2}, timeout=20, what="the order to go through")
     assert int(consul.kv_get(f"{prefix}term")) > 999_999_999_999_999_999
     wait_until(lambda: record(replica, service)["errors"] == {}, timeout=10, what="no errors")
+
+
+def test_long_errors_on_many_services_do_not_stop_the_status_records(start_replica, consul,
+                                                                     prefix, good):
+    """Each error repeated a 2 KB connector URL: the leader's status transactions grew past
+    Consul's 512 KiB limit and every cycle failed before recording any status."""
+    replica = start_replica(FAST)
+    service = unique("svc")
+    define(good, service)
+    add_compute(replica, "good", good.url)
+    for i in range(5):
+        add_compute(replica, f"far{i}", f"http://127.0.0.1:1/{i}" + "x" * 2000)
+    for i in range(70):
+        consul.kv_put(f"{prefix}resources/{service}-{i:02d}", "0")
+    scale(replica, service, 1, "good")
+
+    def recorded():
+        # A service only full cycles record: it shares their transactions with the rest.
+        shown = record(replica, f"{service}-00")
+        return shown if len(shown["errors"]) == 5 else None
+
+    shown = wait_until(recorded, timeout=30, what="the statuses with every compute's error")
+    assert all(len(error) <= MAX_SENTENCE for error in shown["errors"].values()), shown
+    assert all(error.endswith("...") for error in shown["errors"].values()), shown
+    wait_until(lambda: replica.request("GET", "/health").json()["last_cycle"]["ok"],
+               timeout=10, what="a full cycle that completes")
