@@ -4,7 +4,8 @@ Every replica registers itself in Consul's catalog as service `genisys`, with a 
 that it passes about every second, and holds a session bound to that check (and to the
 node's serfHealth). It campaigns for the key `{key_prefix}leader`: the replica whose
 session holds it is the leader; the others wait on the key with blocking queries and try
-again the moment it is free. A term of leadership is the key's LockIndex.
+again the moment it is free. A term of leadership is an epoch kept in Consul next to the
+lock, `{key_prefix}term`: see Term.
 
 Safety: a leader stops leading (cancels its work, before anything else) as soon as it
 cannot show that it still holds the lock:
@@ -56,22 +57,38 @@ class TwinReplica(Exception):
 class Term:
     """One term of this replica's leadership, handed to the leader's work.
 
-    `number` is the lock's LockIndex: it grows with every change of holder, so it fences
-    a deposed leader's orders. `session` is the Consul session that holds the lock (for
-    transactions guarded by `check-session`). `valid()` turns False the moment this
-    replica may no longer lead; it is a local check, without I/O, cheap enough to call
-    before each batch of actions.
+    `number` fences a deposed leader's orders: a new leader starts at max(stored term,
+    LockIndex) + 1, kept in Consul only while it holds the lock, so it is above every
+    term before it, even after a Consul reset. It may grow during the term:
+    `raise_above(seen)` lifts it past a term a connector has seen (a stray header, a
+    reset Consul), again only while this replica holds the lock. `session` is the Consul
+    session that holds the lock (for transactions guarded by `check-session`). `valid()`
+    turns False the moment this replica may no longer lead; it is a local check, without
+    I/O, cheap enough to call before each batch of actions.
     """
 
-    __slots__ = ("number", "session", "_valid")
+    __slots__ = ("number", "session", "_valid", "_raise", "_raising")
 
-    def __init__(self, number: int, session: str, valid: Callable[["Term"], bool]):
+    def __init__(self, number: int, session: str, valid: Callable[["Term"], bool],
+                 raise_term: Callable[[str, int], Awaitable[int | None]]):
         self.number = number
         self.session = session
         self._valid = valid
+        self._raise = raise_term  # (session, above) -> the new term, None when deposed
+        self._raising = asyncio.Lock()
 
     def valid(self) -> bool:
         return self._valid(self)
+
+    async def raise_above(self, seen: int) -> bool:
+        """Make `number` exceed `seen`; True when it does and this replica still leads."""
+        async with self._raising:  # many orders meet the same connector's term at once
+            if self.number <= seen and self.valid():
+                raised = await self._raise(self.session, seen)
+                if raised is None:
+                    return False
+                self.number = max(self.number, raised)
+            return self.number > seen and self.valid()
 
     def __repr__(self) -> str:
         return f"Term({self.number}, valid={self.valid()})"
@@ -306,8 +323,11 @@ class LeaderElection:
             first = False
 
     async def _lead_term(self, lock: LeaderLock, index: int, sent: float) -> None:
+        number = await self._store.raise_term(lock.session, lock.lock_index)
+        if number is None:
+            return  # the lock was lost meanwhile: campaign again
         self._held_at = sent
-        term = Term(lock.lock_index, lock.session, self._term_is_valid)
+        term = Term(number, lock.session, self._term_is_valid, self._store.raise_term)
         self._term, self._following = term, None
         log.info("I am the leader (term %d)", term.number)
         if self._lead is not None:

@@ -44,7 +44,7 @@ class Retirement:
                 log.info("scaling %s on retired connector %s (was compute %s) from %d to 0 "
                          "(term %d)", service, retired.connector, retired.compute, count,
                          term.number)
-                await self.client.scale(retired.connector, service, 0, term.number)
+                await self.client.order(retired.connector, service, 0, term)
             if running or not term.valid():
                 return  # look again next cycle: forget it only once it reports 0
             if await self.store.forget_retired(term.session, retired):

@@ -34,6 +34,7 @@ from genisys.model import (
     validate_url,
 )
 from genisys.plan import Desired
+from genisys.protocol import MAX_TERM
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,7 @@ class ConsulStore:
         self.status_prefix = f"{key_prefix}status/"
         self.retired_prefix = f"{key_prefix}retired/"
         self.leader_key = f"{key_prefix}leader"
+        self.term_key = f"{key_prefix}term"
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout)
         self.consul.http.key_prefixes = (key_prefix, resources_key_prefix)
         self.computes_view = PrefixView(self.consul, self.computes_prefix)
@@ -468,6 +470,28 @@ class ConsulStore:
                                       lock_index=item.get("LockIndex", 0),
                                       modify_index=item["ModifyIndex"],
                                       value=value if isinstance(value, dict) else {})
+
+    async def raise_term(self, session: str, above: int) -> int | None:
+        """Make the leader's term max(stored term, `above`) + 1, in one transaction guarded
+        by `session`'s hold on the leader lock; the new term, or None when `session` no
+        longer holds the lock (a deposed leader can never raise it)."""
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        for _ in range(TERM_ATTEMPTS):
+            _, item = await self.consul.kv.get(self.term_key, consistency="consistent")
+            stored = _from_json(item and item.get("Value"))
+            if not isinstance(stored, int) or isinstance(stored, bool) or stored < 0:
+                if item is not None:
+                    _warn_once(f"{self.term_key} holds no term; counting from the lock's")
+                stored = 0
+            term = min(max(stored, above) + 1, MAX_TERM)
+            index = item["ModifyIndex"] if item else 0
+            if await self._txn([guard, _kv("cas", self.term_key, str(term), index)]) is not None:
+                return term
+            _, lock = await self.read_leader()
+            if lock is None or lock.session != session:
+                return None
+            # Still ours: the key changed between the read and the write; read it again.
+        raise ConsulException(f"{self.term_key} kept changing under the leader's writes")
 
     # -- computes ---------------------------------------------------------------------
 
@@ -799,6 +823,7 @@ class ConsulStore:
                 "placement": _parse_placement(placement and placement.value),
                 "observed": observed.get("observed", {}),
                 "errors": observed.get("errors", {}),
+                "warnings": observed.get("warnings", {}),
                 "observed_at": observed.get("observed_at"),
             }
         return records
@@ -910,6 +935,9 @@ _READ_VERBS = ("get", "get-tree", "check-index", "check-session", "check-not-exi
 
 # Consul's limit of operations in one transaction.
 TXN_OPS = 64
+
+# A leader's term key changes only under its own writes: a few attempts are plenty.
+TERM_ATTEMPTS = 5
 
 
 def _entry(item: dict) -> Entry:
