@@ -1,5 +1,5 @@
 """The term that fences scale orders, in-process: a real Consul agent, a real election, a
-real kit connector on a real port, the reconciler's way of sending an order.
+real kit connector on a real port, the client's way of sending the leader's orders.
 
 A stray header, a Consul reset or a connector restart must never lock out the legitimate
 leader; a deposed leader stays fenced."""
@@ -12,8 +12,6 @@ import requests
 from genisys.connector import ConnectorClient, StaleTerm
 from genisys.connectors.kit import Connector, listen
 from genisys.leader import Term
-from genisys.plan import ScaleOrder
-from genisys.reconciler import Reconciler
 from integration.test_leader_election import election, store_for, until
 from tests.test_connector_client import MemoryBackend
 
@@ -39,12 +37,10 @@ def test_the_term_outgrows_any_term_a_connector_saw_and_a_deposed_leader_stays_f
         connector.define({"name": "web"})
         server, port = listen(connector)
         url = f"http://127.0.0.1:{port}"
-        reconciler = Reconciler(store, client, poll_interval=1, concurrency=4,
-                                service_prefix="", strategy="first")
         candidate = election(store, "a", lead)
 
         async def order(number: int, term: Term) -> int:
-            return await reconciler._order(url, ScaleOrder("web", "c", number, 0), term)
+            return await client.order(url, "web", number, term)
 
         async def next_term() -> Term:
             """Depose the current leader; the replica campaigns again and wins."""
