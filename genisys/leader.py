@@ -233,7 +233,7 @@ class LeaderElection:
         earlier run killed moments ago (it lapses within the TTL) or to a live twin (it
         keeps passing). Two replicas with one id would take each other's session for a
         dead one's, so a twin is refused."""
-        deadline, waiting, failing = time.monotonic() + self.check_ttl * 1.5 + 1.0, False, False
+        deadline, failing = None, False
         while True:
             try:
                 if "passing" not in await self._store.check_statuses(self.check_id):
@@ -247,16 +247,16 @@ class LeaderElection:
                 failing = True
                 await asyncio.sleep(MAX_BACKOFF)
                 continue
-            if time.monotonic() > deadline:
+            if deadline is None:  # from the first sight of it: Consul may have been down
+                deadline = time.monotonic() + self.check_ttl * 1.5 + 1.0
+                log.info("the check of replica id %s passed recently: waiting up to %.1fs "
+                         "for it to lapse (an earlier run of this replica that stopped)",
+                         self.replica_id, deadline - time.monotonic())
+            elif time.monotonic() > deadline:
                 raise TwinReplica(
                     f"another replica with id {self.replica_id} is running (its check "
                     f"{self.check_id} keeps passing in Consul): give each replica its own "
                     "leader.id (GENISYS_LEADER_ID), or leave it empty for a unique one")
-            if not waiting:
-                log.info("the check of replica id %s passed recently: waiting up to %.1fs "
-                         "for it to lapse (an earlier run of this replica that stopped)",
-                         self.replica_id, deadline - time.monotonic())
-                waiting = True
             await asyncio.sleep(0.2)
 
     # -- campaign: session, acquire, lead or follow ------------------------------------
@@ -319,7 +319,7 @@ class LeaderElection:
             holder = (lock.value.get("id"), lock.lock_index)
             if holder != self._following:
                 self._following = holder
-                log.info("following replica %s (term %d)", holder[0], holder[1])
+                log.info("following replica %s (lock index %d)", holder[0], holder[1])
             first = False
 
     async def _lead_term(self, lock: LeaderLock, index: int, sent: float) -> None:
