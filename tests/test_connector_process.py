@@ -219,7 +219,10 @@ BAD_DEFINITIONS = [
     ({"name": "x", "command": ["x"], "environment": "A=1"}, "environment must be an object"),
     ({"name": "x", "command": ["x"], "environment": {"1A": "x"}}, "name '1A' is invalid"),
     ({"name": "x", "command": ["x"], "environment": {"A-B": "x"}}, "invalid"),
-    ({"name": "x", "command": ["x"], "environment": {"A": 1}}, "must be a string"),
+    ({"name": "x", "command": ["x"], "environment": {"A": [1]}}, "not a list"),
+    ({"name": "x", "command": ["x"], "environment": {"A": {"B": 1}}}, "not an object"),
+    ({"name": "x", "command": ["x"], "environment": {"A": None}}, "not null"),
+    ({"name": "x", "command": ["x"], "environment": {"A": "a\0b"}}, "NUL"),
     ({"name": "x", "command": ["x"], "cwd": "/nonexistent/dir"}, "not a directory"),
     ({"name": "x", "command": ["x"], "cwd": 5}, "cwd must be a directory path"),
 ]
@@ -249,6 +252,22 @@ def test_the_example_service_file_defines_the_demo(tmp_path):
         assert answer[1]["service"] == "demo"
         assert connector.stop() == 0
     wait_until(lambda: pid not in processes_of("demo"), timeout=5, what="the demo to stop")
+
+
+def test_a_service_file_from_the_docker_connector_with_numbers_and_booleans_works(tmp_path):
+    """Environment values as docker-py takes them: scalars, turned into str(value)."""
+    name = unique("copied")
+    services = tmp_path / "services.py"
+    services.write_text(f"web = {{'name': {name!r}, 'command': {SLEEPER!r}, 'environment': "
+                        "{'SERVICE_8081_IGNORE': True, 'WORKERS': 4, 'RATIO': 0.5, 'MODE': 'x'}}\n")
+    with start(tmp_path, "--service-file", str(services)) as connector:
+        assert connector.call("GET", f"/service/{name}")[1]["environment"] == {
+            "SERVICE_8081_IGNORE": "True", "WORKERS": "4", "RATIO": "0.5", "MODE": "x"}
+        assert scale(connector, name, 1)[0] == 200
+        [environment] = instances_of(name, 1).values()
+        assert (environment["SERVICE_8081_IGNORE"], environment["WORKERS"],
+                environment["RATIO"]) == ("True", "4", "0.5")
+        assert scale(connector, name, 0)[0] == 200
 
 
 def test_a_bad_service_file_stops_the_start_naming_the_line(tmp_path):

@@ -217,14 +217,26 @@ def validate_command(value, what: str = "command") -> list[str]:
 
 
 def validate_environment(value) -> dict[str, str]:
+    """An object of scalars; numbers and booleans become strings as docker-py makes them
+    (str(value): True is "True"), so a service file written for Docker works here too."""
     if not isinstance(value, dict):
         raise ValidationError('environment must be an object of strings, like {"DEBUG": "1"}.')
+    environment = {}
     for key, text in value.items():
         if not ENV_NAME.fullmatch(key):
             raise ValidationError(f"environment variable name {key!r:.80} is invalid.")
-        if not isinstance(text, str) or "\0" in text:
-            raise ValidationError(f"environment variable {key} must be a string without NUL.")
-    return value
+        if not isinstance(text, (str, int, float)):  # bool is an int
+            raise ValidationError(f"environment variable {key} must be a string, a number or "
+                                  f"a boolean, not {_json_type(text)}.")
+        text = str(text)
+        if "\0" in text:
+            raise ValidationError(f"environment variable {key} must not contain NUL characters.")
+        environment[key] = text
+    return environment
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "that")
 
 
 # --- HTTP -------------------------------------------------------------------------
