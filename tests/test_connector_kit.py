@@ -140,6 +140,10 @@ BAD_REQUESTS = [
     ("POST", "/service", b"", {}, 400, "not valid JSON"),
     ("POST", "/service", b"\xff\xfe", {}, 400, "not valid JSON"),
     ("POST", "/service", b"[1, 2]", {}, 400, "JSON object"),
+    ("POST", "/service", b"[" * 1000, {}, 400, "nested more than 32 levels"),
+    ("POST", "/service", b'{"a":' * 5000, {}, 400, "nested more than 32 levels"),
+    ("POST", "/service", b'{"name": "x", "size": ' + b"1" * 5000 + b"}", {}, 400, "too long"),
+    ("POST", "/service", b'{"name": "x", "size": NaN}', {}, 400, "NaN is not a JSON value"),
     ("POST", "/service", b'"web"', {}, 400, "JSON object"),
     ("POST", "/service", {"name": "x", "colour": "red"}, {}, 400, "unknown field 'colour'"),
     ("POST", "/service", {"size": 1}, {}, 400, "missing field 'name'"),
@@ -155,6 +159,7 @@ BAD_REQUESTS = [
     ("PUT", "/service/web", {"name": "other"}, {}, 400, "differs"),
     ("PUT", "/service/a%20b", {}, {}, 400, "invalid"),
     ("PUT", "/service/web", b"[]", {}, 400, "JSON object"),
+    ("PUT", "/service/web", b"[" * 1000, {}, 400, "nested"),
     ("PUT", "/service/web", BIG, {}, 413, "64 KiB"),
     ("POST", "/service/web/scale", {"number": -1}, {}, 400, ">= 0"),
     ("POST", "/service/web/scale", {"number": "-1"}, {}, 400, ">= 0"),
@@ -166,6 +171,9 @@ BAD_REQUESTS = [
     ("POST", "/service/web/scale", {}, {}, 400, "missing field 'number'"),
     ("POST", "/service/web/scale", {"number": 1, "compute": "x"}, {}, 400, "unknown field"),
     ("POST", "/service/web/scale", b"3", {}, 400, "JSON object"),
+    ("POST", "/service/web/scale", b"[" * 1000, {}, 400, "nested"),
+    ("POST", "/service/web/scale", {"number": "\u0663"}, {}, 400, "integer"),
+    ("POST", "/service/web/scale", {"number": "1000000000"}, {}, 400, "at most 100000"),
     ("POST", "/service/web/scale", BIG, {}, 413, "64 KiB"),
     ("POST", "/service/web/scale", {"number": 1}, {"X-Genisys-Term": "abc"}, 400, "X-Genisys-Term"),
     ("POST", "/service/web/scale", {"number": 1}, {"X-Genisys-Term": "-1"}, 400, "X-Genisys-Term"),
@@ -181,6 +189,16 @@ BAD_REQUESTS = [
     ("GET", "/service/a%20b", None, {}, 400, "invalid"),
     ("GET", "/service/a/b", None, {}, 404, "no /service/a/b"),
     ("GET", "/nope", None, {}, 404, "no /nope"),
+    ("GET", "/nope/" + "x" * 60_000, None, {}, 404, "no /nope/xxx"),
+    ("GET", "/service/" + "x" * 60_000, None, {}, 400, "invalid"),
+    ("POST", "/service/" + "x" * 60_000 + "/scale", {"number": 1}, {}, 400, "invalid"),
+    ("GET", "/service/%FF", None, {}, 400, "nvalid unicode"),
+    ("POST", "/service/web/scale", {"number": 1}, {"X-Genisys-Term": "\u00b2"}, 400,
+     "X-Genisys-Term"),
+    ("FOO", "/nope", None, {}, 404, "no /nope"),
+    ("DELETE", "/nope/" + "x" * 60_000, None, {}, 404, "no /nope/xxx"),
+    ("FOO", "/service", None, {}, 405, "FOO is not allowed on /service; use GET or POST"),
+    ("DELETE", "/service/" + "x" * 60_000, None, {}, 405, "use GET or PUT"),
     ("DELETE", "/service/web", None, {}, 405, "DELETE is not allowed"),
     ("GET", "/service/web/scale", None, {}, 405, "GET is not allowed"),
     ("PUT", "/service/web/status", {}, {}, 405, "PUT is not allowed"),
@@ -203,6 +221,7 @@ def test_bad_requests_get_one_clear_error_and_change_nothing(
     assert answer[0] == status, answer
     assert list(answer[1]) == ["error"] and words in answer[1]["error"], answer
     assert answer[1]["error"].endswith("."), answer
+    assert len(answer[1]["error"]) < 300, answer  # paths and bodies are echoed in excerpts
     assert served.snapshot() == before
     assert served.connector.highest_term == 5
 
@@ -391,3 +410,16 @@ def test_a_port_in_use_stops_the_start_with_a_clear_error(tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert f"cannot start: 127.0.0.1:{first.port} is not available: " in result.stderr
+
+
+def test_a_405_names_the_allowed_methods_in_its_allow_header(served):
+    for method, path, allowed in [("DELETE", "/service/web", "GET, PUT"),
+                                  ("GET", "/service/web/scale", "POST"),
+                                  ("PATCH", "/service", "GET, POST"),
+                                  ("BREW", "/health", "GET")]:
+        connection = http.client.HTTPConnection("127.0.0.1", int(served.url.rsplit(":", 1)[1]))
+        connection.request(method, path)
+        response = connection.getresponse()
+        assert (response.status, response.getheader("Allow")) == (405, allowed), (method, path)
+        assert json.loads(response.read())["error"].endswith(f"use {allowed.replace(', ', ' or ')}.")
+        connection.close()

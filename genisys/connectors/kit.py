@@ -17,7 +17,6 @@ command line, logging and a graceful stop. A connector is then one short file:
 import abc
 import argparse
 import asyncio
-import json
 import logging
 import re
 import shlex
@@ -30,6 +29,7 @@ import tornado.netutil
 import tornado.web
 
 from genisys.computes_file import DefinitionFileError, read_definitions
+from genisys.jsonbody import BadJson, excerpt, loads_object
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
 
 MAX_BODY = 64 * 1024
@@ -57,7 +57,7 @@ class BackendError(Exception):
     """503: the backend could not carry out the order; the message says why."""
 
 
-ERROR_STATUS = {ValidationError: 400, NotFound: 404, Conflict: 409, BodyTooLarge: 413,
+ERROR_STATUS = {ValidationError: 400, BadJson: 400, NotFound: 404, Conflict: 409, BodyTooLarge: 413,
                 BackendError: 503}
 
 
@@ -255,7 +255,7 @@ class Handler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         length = self.request.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > MAX_BODY:
+        if re.fullmatch(r"[0-9]+", length) and int(length) > MAX_BODY:
             raise BodyTooLarge(f"the body is larger than {MAX_BODY // 1024} KiB.")
 
     def data_received(self, chunk: bytes) -> None:
@@ -267,15 +267,7 @@ class Handler(tornado.web.RequestHandler):
     def json_body(self) -> dict:
         if self._too_large:
             raise BodyTooLarge(f"the body is larger than {MAX_BODY // 1024} KiB.")
-        try:
-            body = json.loads(self._body)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"the body is not valid JSON: {exc.msg}.") from None
-        except ValueError:
-            raise ValidationError("the body is not valid JSON: it is not UTF-8 text.") from None
-        if not isinstance(body, dict):
-            raise ValidationError("the body must be a JSON object.")
-        return body
+        return loads_object(self._body)
 
     def term(self) -> int | None:
         value = self.request.headers.get(TERM_HEADER)
@@ -291,9 +283,13 @@ class Handler(tornado.web.RequestHandler):
             self.set_status(_error_status(error))
             message = str(error)
         elif isinstance(error, tornado.web.HTTPError) and error.log_message:
-            message = error.get_message()
+            # Tornado's own, e.g. a path that is not UTF-8 once percent-decoded
+            message = excerpt(error.get_message()).rstrip(".") + "."
         elif status_code == 405:
-            message = f"{self.request.method} is not allowed on {self.request.path}."
+            allowed = self.allowed_methods()
+            self.set_header("Allow", ", ".join(allowed))
+            message = (f"{excerpt(self.request.method, 20)} is not allowed on "
+                       f"{excerpt(self.request.path, 80)}; use {' or '.join(allowed)}.")
         elif status_code >= 500:
             message = "internal error; the connector's log has the details."
         else:
@@ -301,15 +297,29 @@ class Handler(tornado.web.RequestHandler):
         self.error_message = message
         self.finish({"error": message})
 
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements, for the Allow header of a 405."""
+        return [method for method in ("GET", "POST", "PUT")
+                if getattr(type(self), method.lower()) is not getattr(Handler, method.lower())]
+
     def log_exception(self, typ, value, tb) -> None:
         # Known errors are reported in the request's log line; only surprises get a traceback.
         if not _error_status(value) and not isinstance(value, tornado.web.HTTPError):
             super().log_exception(typ, value, tb)
 
 
+class _AnyMethod:
+    def __contains__(self, method: str) -> bool:
+        return True
+
+
 class NotFoundHandler(Handler):
+    # An unknown path is a 404 whatever the method, never a 405 with nothing allowed.
+    SUPPORTED_METHODS = _AnyMethod()
+
     def prepare(self) -> None:
-        raise NotFound(f"there is no {self.request.path} here; see the connector protocol.")
+        raise NotFound(f"there is no {excerpt(self.request.path, 80)} here; "
+                       "see the connector protocol.")
 
 
 class HealthHandler(Handler):
@@ -361,7 +371,8 @@ def _log_request(handler: Handler) -> None:
     level = (logging.DEBUG if status < 400 or status == 404
              else logging.INFO if status < 500 else logging.WARNING)
     error = getattr(handler, "error_message", None)
-    log.log(level, "%s %s %d%s (%.1f ms)", handler.request.method, handler.request.uri, status,
+    log.log(level, "%s %s %d%s (%.1f ms)", excerpt(handler.request.method, 20),
+            excerpt(handler.request.uri, 200), status,
             f": {error}" if error else "", 1000 * handler.request.request_time())
 
 
