@@ -25,8 +25,9 @@ class RecordingBackend(Backend):
 
     name = "recording"
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, cleanup: float = 0.0):
         self.delay = delay
+        self.cleanup = cleanup  # seconds a replaced order takes to wind down
         self.counts: dict[str, int] = {}
         self.busy: dict[str, int] = {}
         self.most_busy: dict[str, int] = {}
@@ -54,12 +55,19 @@ class RecordingBackend(Backend):
         try:
             if name == "waits-for-other":  # proves that another service runs meanwhile
                 await asyncio.wait_for(self.started.setdefault("other", asyncio.Event()).wait(), 10)
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(600 if number >= 1000 else self.delay)  # huge orders: slow
             self.counts[name] = number
+        except asyncio.CancelledError:
+            await asyncio.sleep(self.cleanup)
+            raise
         finally:
             self.busy[name] -= 1
 
     async def status(self, definition):
+        if definition["name"] == "garbage":
+            return "three"
+        if definition["name"] == "cancelled":
+            raise asyncio.CancelledError()  # a bug: the backend cancels itself
         return self.counts.get(definition["name"], 0)
 
     async def close(self):
@@ -69,14 +77,15 @@ class RecordingBackend(Backend):
 class Served:
     """A kit application on a real port, its event loop in a thread."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, **options):
         self.backend = backend
+        self.options = options
 
     def __enter__(self):
         ready = threading.Event()
 
         async def serve():
-            self.connector = Connector(self.backend)
+            self.connector = Connector(self.backend, **self.options)
             server, port = listen(self.connector)
             self.url = f"http://127.0.0.1:{port}"
             self.loop = asyncio.get_running_loop()
@@ -251,8 +260,11 @@ def test_backend_failures_are_json_errors(served):
     assert served.call("GET", "/service/web/status") == (200, {"running_resources": 0})
 
 
+REPLACED = "replaced this one before it was done."
+
+
 def test_scale_orders_are_serialised_per_service_and_parallel_across_services():
-    with Served(RecordingBackend(delay=0.1)) as served:
+    with Served(RecordingBackend(delay=0.1, cleanup=0.05)) as served:
         for name in ("web", "waits-for-other", "other"):
             served.call("POST", "/service", {"name": name})
         orders = [("web", n) for n in range(6)] + [("waits-for-other", 1), ("other", 1)]
@@ -260,23 +272,64 @@ def test_scale_orders_are_serialised_per_service_and_parallel_across_services():
             answers = list(pool.map(
                 lambda order: served.call("POST", f"/service/{order[0]}/scale",
                                           {"number": order[1]}), orders))
-        assert [status for status, _ in answers] == [200] * len(orders)
-        assert served.backend.most_busy["web"] == 1
+        assert {status for status, _ in answers[:6]} <= {200, 409}
+        assert answers[6:] == [(200, {"service": "waits-for-other", "running_resources": 1}),
+                               (200, {"service": "other", "running_resources": 1})]
+        assert served.backend.most_busy["web"] == 1  # a replaced order winds down first
         assert served.backend.most_busy_overall >= 2
 
 
-def test_racing_scale_orders_end_in_one_of_the_numbers_asked():
+def test_racing_scale_orders_end_in_the_number_of_the_order_that_came_last():
     with Served(RecordingBackend(delay=0.01)) as served:
         served.call("POST", "/service", {"name": "web"})
         numbers = [random.randrange(0, 12) for _ in range(30)]  # 13 fails on purpose
         with ThreadPoolExecutor(30) as pool:
             answers = list(pool.map(
                 lambda n: served.call("POST", "/service/web/scale", {"number": n}), numbers))
-        assert all(status == 200 for status, _ in answers)
+        done = [body["running_resources"] for status, body in answers if status == 200]
+        replaced = [body["error"] for status, body in answers if status == 409]
+        assert len(done) + len(replaced) == 30 and done, answers
+        assert all(error.endswith(REPLACED) for error in replaced), replaced
+        # the order that came last was never replaced: it set the final number
         final = served.call("GET", "/service/web/status")[1]["running_resources"]
-        assert final in numbers
-        # each answer reports the order's own result: they ran one at a time
-        assert sorted(body["running_resources"] for _, body in answers) == sorted(numbers)
+        assert final in done
+
+
+def test_a_newer_order_replaces_the_one_in_progress_which_answers_409():
+    with Served(RecordingBackend()) as served:
+        served.call("POST", "/service", {"name": "web"})
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(served.call, "POST", "/service/web/scale", {"number": 1000})
+            wait_until(lambda: served.backend.busy.get("web"), what="the first order to run")
+            # without the replacement, both would wait for the first order's 600 s
+            assert served.call("POST", "/service/web/scale", {"number": 0}, timeout=20) == (
+                200, {"service": "web", "running_resources": 0})
+            assert slow.result(timeout=20) == (409, {
+                "error": f"a newer order for web (number 0) {REPLACED}"})
+        assert served.call("GET", "/service/web/status")[1] == {"running_resources": 0}
+
+
+def test_an_order_beyond_the_maximum_is_refused_naming_it():
+    with Served(RecordingBackend(), max_instances=5) as served:
+        served.call("POST", "/service", {"name": "web"})
+        assert served.call("POST", "/service/web/scale", {"number": 5})[0] == 200
+        assert served.call("POST", "/service/web/scale", {"number": 6}) == (400, {
+            "error": "number 6 is more than the 5 instances per service this connector "
+                     "runs at most."})
+        assert served.call("GET", "/service/web/status")[1] == {"running_resources": 5}
+
+
+@pytest.mark.parametrize("service", ["garbage", "cancelled"])
+def test_a_backend_bug_of_any_kind_is_a_500_with_a_traceback_never_a_hang(service, caplog):
+    with Served(RecordingBackend()) as served:
+        served.call("POST", "/service", {"name": service})
+        for method, path, body in [("GET", f"/service/{service}/status", None),
+                                   ("GET", "/status", None),
+                                   ("POST", f"/service/{service}/scale", {"number": 1})]:
+            assert served.call(method, path, body, timeout=20) == (
+                500, {"error": "internal error; the connector's log has the details."})
+        assert served.call("GET", "/health")[0] == 200
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
 
 
 def test_the_term_fence_refuses_orders_from_an_older_term(served):
@@ -299,23 +352,25 @@ def test_the_term_fence_refuses_orders_from_an_older_term(served):
 
 
 def test_an_order_that_waited_while_a_newer_term_arrived_is_refused():
-    with Served(RecordingBackend(delay=0.6)) as served:
+    # The second order waits while the first, replaced, winds down; meanwhile a newer
+    # leader's order for another service raises the term.
+    with Served(RecordingBackend(cleanup=1.0)) as served:
         served.call("POST", "/service", {"name": "web"})
+        served.call("POST", "/service", {"name": "api"})
 
-        def scale(number, term):
-            return served.call("POST", "/service/web/scale", {"number": number},
+        def scale(service, number, term):
+            return served.call("POST", f"/service/{service}/scale", {"number": number},
                                headers={"X-Genisys-Term": str(term)})
 
         with ThreadPoolExecutor(3) as pool:
-            first = pool.submit(scale, 1, 10)
+            first = pool.submit(scale, "web", 1000, 10)
             wait_until(lambda: served.backend.busy.get("web"), what="the first order to run")
-            queued = pool.submit(scale, 2, 10)  # waits for the lock
+            queued = pool.submit(scale, "web", 2, 10)  # replaces it, waits for the lock
             wait_until(lambda: len(served.connector._locks["web"]._waiters or ()) == 1,
                        what="the second order to wait")
-            newer = pool.submit(scale, 3, 11)
-            assert first.result()[0] == 200
-            assert queued.result()[0] == 409
-            assert newer.result() == (200, {"service": "web", "running_resources": 3})
+            assert scale("api", 13, 11)[0] == 503  # refused by the backend; term 11 seen
+            assert first.result()[0] == 409
+            assert queued.result()[0] == 409 and "older than term 11" in queued.result()[1]["error"]
 
 
 def test_bulk_status_can_be_switched_off_and_services_auto_defined():

@@ -34,6 +34,9 @@ from genisys.model import ValidationError, check_fields, validate_name, validate
 
 MAX_BODY = 64 * 1024
 TERM_HEADER = "X-Genisys-Term"
+# Per service and order, unless --max-instances says otherwise: 100,000 processes would
+# take half an hour to start, and no real host runs them.
+DEFAULT_MAX_INSTANCES = 1000
 # Genisys may send one request per service at once: 1,000 services must not overflow
 # the accept queue (the kernel caps this at net.core.somaxconn).
 BACKLOG = 4096
@@ -46,7 +49,7 @@ class NotFound(Exception):
 
 
 class Conflict(Exception):
-    """409: already defined, or a scale order from an older term."""
+    """409: already defined, a scale order from an older term, or one a newer order replaced."""
 
 
 class BodyTooLarge(Exception):
@@ -92,7 +95,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def scale(self, definition: dict, number: int) -> None:
-        """Return once `number` instances run; raise BackendError when that fails."""
+        """Return once `number` instances run; raise BackendError when that fails.
+
+        A newer order for the service cancels this one where it stands (CancelledError at
+        an await): whatever was started by then must still be counted by status().
+        """
 
     @abc.abstractmethod
     async def status(self, definition: dict) -> int:
@@ -103,13 +110,17 @@ class Backend(abc.ABC):
 
 
 class Connector:
-    """The protocol without HTTP: definitions, one lock per service, the term fence."""
+    """The protocol without HTTP: definitions, one order at a time per service (the newest
+    supersedes the one in progress), the term fence."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, max_instances: int = DEFAULT_MAX_INSTANCES):
         self.backend = backend
+        self.max_instances = max_instances
         self.definitions: dict[str, dict] = {}
         self.highest_term: int | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._newest: dict[str, asyncio.Task] = {}  # the order in progress, per service
+        self._replaced: dict[asyncio.Task, int] = {}  # cancelled orders: the newer number
 
     def define(self, body, name: str | None = None) -> tuple[dict, bool]:
         """Validate and store a definition; (definition, created).
@@ -144,19 +155,59 @@ class Connector:
                            "POST /service defines it.") from None
 
     async def scale(self, name: str, number: int, term: int | None = None) -> int:
-        """Carry out one scale order; the number running afterwards."""
+        """Carry out one scale order; the number running afterwards.
+
+        A newer order for the service cancels this one, which then answers 409: the
+        service goes to the newest number at once instead of through every older one.
+        """
         self.get(name)
+        if number > self.max_instances:
+            raise ValidationError(f"number {number} is more than the {self.max_instances} "
+                                  "instances per service this connector runs at most.")
         self._fence(name, term)
+        order = asyncio.create_task(self._carry_out(name, number, term))
+        previous = self._newest.get(name)
+        self._newest[name] = order
+        if previous is not None and not previous.done():
+            self._replaced[previous] = number
+            previous.cancel()
+        try:
+            return await order
+        except asyncio.CancelledError:
+            newer = self._replaced.get(order)
+            if newer is None or asyncio.current_task().cancelling():
+                raise  # cancelled from outside, or by the backend itself (a 500)
+            raise Conflict(f"a newer order for {name} (number {newer}) replaced this one "
+                           "before it was done.") from None
+        finally:
+            self._replaced.pop(order, None)
+            if self._newest.get(name) is order:
+                del self._newest[name]
+
+    async def _carry_out(self, name: str, number: int, term: int | None) -> int:
         async with self._locks.setdefault(name, asyncio.Lock()):
             # A newer leader may have spoken while this order waited for the lock.
             self._fence(name, term)
             definition = self.definitions[name]  # the latest, should a PUT have come meanwhile
-            before = await self.backend.status(definition)
-            await self.backend.scale(definition, number)
-            after = await self.backend.status(definition)
+            before = await self._count(definition)
+            try:
+                await self.backend.scale(definition, number)
+            except asyncio.CancelledError:
+                log.info("scale %s from %d to %d (term %s): replaced by a newer order",
+                         name, before, number, "none" if term is None else term)
+                raise
+            after = await self._count(definition)
         log.info("scale %s from %d to %d (term %s): %d running",
                  name, before, number, "none" if term is None else term, after)
         return after
+
+    async def _count(self, definition: dict) -> int:
+        """backend.status(), checked: a backend's bug must not reach Genisys as a count."""
+        count = await self.backend.status(definition)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise TypeError(f"{type(self.backend).__name__}.status() returned {count!r:.40}, "
+                            "not a count")
+        return count
 
     def _fence(self, name: str, term: int | None) -> None:
         if term is None:
@@ -169,14 +220,14 @@ class Connector:
         self.highest_term = term
 
     async def status(self, name: str) -> int:
-        return await self.backend.status(self.get(name))
+        return await self._count(self.get(name))
 
     async def status_all(self) -> dict[str, int]:
         if not self.backend.bulk_status:
             raise NotFound("this connector does not answer GET /status; "
                            "ask GET /service/{svc}/status for each service.")
         names = list(self.definitions)
-        counts = await asyncio.gather(*(self.backend.status(self.definitions[name])
+        counts = await asyncio.gather(*(self._count(self.definitions[name])
                                         for name in names), return_exceptions=True)
         for count in counts:
             if isinstance(count, BaseException):
@@ -406,6 +457,8 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(backend_class.__doc__ or "").strip())
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=7051, help="port to listen on (0: any free)")
+    parser.add_argument("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES, help=(
+        f"most instances per service; larger orders are a 400 (default {DEFAULT_MAX_INSTANCES})"))
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
     backend_class.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -434,7 +487,7 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
         asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     backend = backend_class.from_args(args)
     try:
-        connector = Connector(backend)
+        connector = Connector(backend, args.max_instances)
         if args.service_file:
             connector.load(args.service_file)
         try:
