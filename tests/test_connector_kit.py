@@ -405,15 +405,20 @@ def test_a_service_file_defines_services_and_errors_name_the_line(tmp_path):
 
 
 def test_the_guide_example_is_a_working_connector(tmp_path):
-    with ConnectorProcess("examples.memory_connector", "--max", "5",
+    with ConnectorProcess("examples.memory_connector", "--capacity", "5", "--max-instances", "4",
                           log_path=tmp_path / "memory.log") as connector:
         assert connector.call("POST", "/service", {"name": "web", "size": "large"})[0] == 201
+        assert connector.call("POST", "/service", {"name": "api"})[0] == 201
         assert connector.call("POST", "/service", {"name": "x", "size": "huge"})[0] == 400
         assert connector.call("POST", "/service/web/scale", {"number": "3"}) == (
             200, {"service": "web", "running_resources": 3})
-        assert connector.call("POST", "/service/web/scale", {"number": 6}) == (
-            503, {"error": "this backend runs at most 5 instances per service."})
-        assert connector.call("GET", "/status") == (200, {"running_resources": {"web": 3}})
+        assert connector.call("POST", "/service/api/scale", {"number": 3}) == (
+            503, {"error": "this backend is full: 3 of its 5 instances run other services."})
+        assert connector.call("POST", "/service/web/scale", {"number": 5}) == (400, {
+            "error": "number 5 is more than the 4 instances per service this connector "
+                     "runs at most."})
+        assert connector.call("GET", "/status") == (200, {"running_resources": {"web": 3,
+                                                                                 "api": 0}})
         assert connector.stop() == 0
         assert "SIGTERM received: stopping" in connector.log() and "stopped" in connector.log()
 
