@@ -24,11 +24,11 @@ import signal
 import sys
 from pathlib import Path
 
-import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
 from genisys.computes_file import DefinitionFileError, read_definitions
+from genisys.httpserver import DEFAULT_TIMEOUT, LimitedHTTPServer, raise_fd_limit
 from genisys.jsonbody import BadJson, excerpt, loads_object
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
 
@@ -441,11 +441,14 @@ def make_app(connector: Connector) -> tornado.web.Application:
         log_function=_log_request)
 
 
-def listen(connector: Connector, address: str = "127.0.0.1",
-           port: int = 0) -> tuple[tornado.httpserver.HTTPServer, int]:
-    """Serve the connector on the running loop; (server, the port it listens on)."""
+def listen(connector: Connector, address: str = "127.0.0.1", port: int = 0,
+           timeout: float = DEFAULT_TIMEOUT,
+           max_connections: int | None = None) -> tuple[LimitedHTTPServer, int]:
+    """Serve the connector on the running loop; (server, the port it listens on).
+    genisys.httpserver says what `timeout` and `max_connections` limit."""
     sockets = tornado.netutil.bind_sockets(port, address, backlog=BACKLOG)
-    server = tornado.httpserver.HTTPServer(make_app(connector))
+    server = LimitedHTTPServer(make_app(connector), timeout=timeout,
+                               max_connections=max_connections)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 
@@ -459,11 +462,18 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7051, help="port to listen on (0: any free)")
     parser.add_argument("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES, help=(
         f"most instances per service; larger orders are a 400 (default {DEFAULT_MAX_INSTANCES})"))
+    parser.add_argument("--http-timeout", type=float, default=DEFAULT_TIMEOUT, help=(
+        "seconds a client has to send a request's headers (or the next request) and its "
+        f"body (default {DEFAULT_TIMEOUT:g})"))
+    parser.add_argument("--max-connections", type=int, default=None, help=(
+        "open client connections beyond which new ones are closed at once "
+        "(default: half the open file limit)"))
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
     backend_class.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_fd_limit()
     try:
         asyncio.run(_serve(backend_class, args))
     except DefinitionFileError as exc:
@@ -491,7 +501,8 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
         if args.service_file:
             connector.load(args.service_file)
         try:
-            server, port = listen(connector, args.bind, args.port)
+            server, port = listen(connector, args.bind, args.port, args.http_timeout,
+                                  args.max_connections)
         except OSError as exc:
             raise OSError(f"{args.bind}:{args.port} is not available: "
                           f"{exc.strerror or exc}") from None
