@@ -481,5 +481,6 @@ def test_a_405_names_the_allowed_methods_in_its_allow_header(served):
         connection.request(method, path)
         response = connection.getresponse()
         assert (response.status, response.getheader("Allow")) == (405, allowed), (method, path)
-        assert json.loads(response.read())["error"].endswith(f"use {allowed.replace(', ', ' or ')}.")
+        error = json.loads(response.read())["error"]
+        assert error.endswith(f"use {allowed.replace(', ', ' or ')}.")
         connection.close()

@@ -460,12 +460,13 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(backend_class.__doc__ or "").strip())
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=7051, help="port to listen on (0: any free)")
-    parser.add_argument("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES, help=(
-        f"most instances per service; larger orders are a 400 (default {DEFAULT_MAX_INSTANCES})"))
-    parser.add_argument("--http-timeout", type=float, default=DEFAULT_TIMEOUT, help=(
+    parser.add_argument("--max-instances", type=_positive(int), default=DEFAULT_MAX_INSTANCES,
+                        help=("most instances per service; larger orders are a 400 "
+                              f"(default {DEFAULT_MAX_INSTANCES})"))
+    parser.add_argument("--http-timeout", type=_positive(float), default=DEFAULT_TIMEOUT, help=(
         "seconds a client has to send a request's headers (or the next request) and its "
         f"body (default {DEFAULT_TIMEOUT:g})"))
-    parser.add_argument("--max-connections", type=int, default=None, help=(
+    parser.add_argument("--max-connections", type=_positive(int), default=None, help=(
         "open client connections beyond which new ones are closed at once "
         "(default: half the open file limit)"))
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
@@ -482,6 +483,17 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     except OSError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)
+
+
+def _positive(kind: type):
+    """An argparse type: a number of `kind` > 0."""
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+        return value
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value"
+    return parse
 
 
 async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None:
