@@ -271,6 +271,10 @@ BAD_DEFINITIONS = [
     ({"name": "x", "command": ["x"], "environment": {"A": {"B": 1}}}, "not an object"),
     ({"name": "x", "command": ["x"], "environment": {"A": None}}, "not null"),
     ({"name": "x", "command": ["x"], "environment": {"A": "a\0b"}}, "NUL"),
+    ({"name": "x", "command": ["x"], "environment": {"A": "\ud800"}}, "lone surrogates"),
+    ({"name": "x", "command": ["echo", "\ud800"]}, "lone surrogates"),
+    ({"name": "x", "command": ["x"], "cwd": "\ud800"}, "cwd must be a directory path"),
+    ({"name": "x", "command": ["x"], "cwd": "x" * 5000}, "File name too long"),
     ({"name": "x", "command": ["x"], "cwd": "/nonexistent/dir"}, "not a directory"),
     ({"name": "x", "command": ["x"], "cwd": 5}, "cwd must be a directory path"),
 ]

@@ -18,6 +18,7 @@ import abc
 import argparse
 import asyncio
 import logging
+import os
 import re
 import shlex
 import signal
@@ -262,9 +263,18 @@ def validate_command(value, what: str = "command") -> list[str]:
             and value[0]):
         raise ValidationError(f"{what} must be a non-empty list of strings or a string "
                               "like 'python3 -m http.server'.")
-    if any("\0" in argument for argument in value):
-        raise ValidationError(f"{what} must not contain NUL characters.")
+    if not all(map(is_os_text, value)):
+        raise ValidationError(f"{what} must not contain NUL characters or lone surrogates.")
     return value
+
+
+def is_os_text(text: str) -> bool:
+    """Whether the text can be a program argument, an environment value or a path: no NUL,
+    and encodable as the OS encodes it (JSON's "\\ud800" is not)."""
+    try:
+        return b"\0" not in os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
 
 
 def validate_environment(value) -> dict[str, str]:
@@ -274,20 +284,22 @@ def validate_environment(value) -> dict[str, str]:
         raise ValidationError('environment must be an object of strings, like {"DEBUG": "1"}.')
     environment = {}
     for key, text in value.items():
-        if not ENV_NAME.fullmatch(key):
+        if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
             raise ValidationError(f"environment variable name {key!r:.80} is invalid.")
         if not isinstance(text, (str, int, float)):  # bool is an int
             raise ValidationError(f"environment variable {key} must be a string, a number or "
                                   f"a boolean, not {_json_type(text)}.")
         text = str(text)
-        if "\0" in text:
-            raise ValidationError(f"environment variable {key} must not contain NUL characters.")
+        if not is_os_text(text):
+            raise ValidationError(f"environment variable {key} must not contain NUL characters "
+                                  "or lone surrogates.")
         environment[key] = text
     return environment
 
 
 def _json_type(value) -> str:
-    return {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "that")
+    return {dict: "an object", list: "a list", type(None): "null"}.get(
+        type(value), f"a {type(value).__name__}")
 
 
 # --- HTTP -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 from genisys.connectors.kit import (
     Backend,
     BackendError,
+    is_os_text,
     run,
     validate_command,
     validate_environment,
@@ -193,11 +194,14 @@ def _signal_group(instance: Instance, sig: int) -> None:
 
 
 def _directory(value) -> str:
-    if not isinstance(value, str) or not value or "\0" in value:
+    if not isinstance(value, str) or not value or not is_os_text(value):
         raise ValidationError("cwd must be a directory path.")
-    path = Path(value).resolve()  # relative to the connector's working directory
-    if not path.is_dir():
-        raise ValidationError(f"cwd {value!r:.80} is not a directory.")
+    try:
+        path = Path(value).resolve()  # relative to the connector's working directory
+        if not path.is_dir():
+            raise ValidationError(f"cwd {value!r:.80} is not a directory.")
+    except OSError as exc:  # a name too long, a loop of links
+        raise ValidationError(f"cwd {value!r:.80} is not a directory: {exc.strerror}.") from None
     return str(path)
 
 
