@@ -1,9 +1,11 @@
 """The connector side of the Genisys protocol, around a small Backend interface.
 
 A backend says how to validate a service definition, scale a service and count its
-instances. The kit does the rest: HTTP and its one error shape, the service definitions,
-one scale order at a time per service (services in parallel), the term fence, the
-command line, logging and a graceful stop. A connector is then one short file:
+instances. The kit does the rest: HTTP and its one error shape (with the server limits
+of genisys.httpserver), the service definitions, one scale order at a time per service
+(services in parallel; a newer order replaces the one in progress), a maximum number of
+instances, the term fence, the command line, logging and a graceful stop. A connector is
+then one short file:
 
     class MyBackend(Backend):
         def validate(self, definition): ...
