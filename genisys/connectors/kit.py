@@ -63,8 +63,8 @@ class BackendError(Exception):
     """503: the backend could not carry out the order; the message says why."""
 
 
-ERROR_STATUS = {ValidationError: 400, BadJson: 400, NotFound: 404, Conflict: 409, BodyTooLarge: 413,
-                BackendError: 503}
+ERROR_STATUS = {ValidationError: 400, BadJson: 400, NotFound: 404, Conflict: 409,
+                BodyTooLarge: 413, BackendError: 503}
 
 
 def _error_status(error) -> int | None:
