@@ -8,13 +8,12 @@ import socket
 import sys
 from pathlib import Path
 
-from tornado.httpserver import HTTPServer
-
 from genisys import config as config_module
 from genisys.api import Context, make_app
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, consul_answers
+from genisys.httpserver import LimitedHTTPServer, raise_fd_limit
 from genisys.leader import LeaderElection
 from genisys.model import Compute, ValidationError
 from genisys.permissions import PermissionWatch
@@ -94,7 +93,10 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     permissions = PermissionWatch(store)
     permissions.start()
     context = Context(config=config, store=store, replica_id=config.replica_id)
-    server = HTTPServer(make_app(context), xheaders=True)
+    raise_fd_limit()
+    server = LimitedHTTPServer(make_app(context), xheaders=True,
+                               timeout=config.genisys.http_timeout,
+                               max_connections=config.genisys.max_connections or None)
     try:
         server.listen(config.genisys.port, config.genisys.bind)
     except OSError as exc:

@@ -26,6 +26,8 @@ class GenisysSection:
     bind: str = "127.0.0.1"
     port: int = 7001
     compute_file: str = "computes.py"
+    http_timeout: float = 30.0  # for a request's headers (or the next request) and its body
+    max_connections: int = 0  # beyond it new connections are closed; 0: half the fd limit
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def default_replica_id(port: int) -> str:
 
 # Keys whose value is a duration in seconds; "15s", "500ms", "2m" or a plain number.
 DURATION_KEYS = {"consul.timeout", "connector.poll_interval", "connector.timeout",
-                 "leader.lock_delay", "leader.check_ttl"}
+                 "leader.lock_delay", "leader.check_ttl", "genisys.http_timeout"}
 PORT_KEYS = {"genisys.port", "consul.port"}
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -221,5 +223,7 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: connector.concurrency must be at least 1")
     if config.connector.poll_interval <= 0 or config.connector.timeout <= 0:
         raise ConfigError(f"{source}: connector.poll_interval and connector.timeout must be > 0")
+    if config.genisys.http_timeout <= 0:
+        raise ConfigError(f"{source}: genisys.http_timeout must be > 0")
     if config.leader.check_ttl < 1:
         raise ConfigError(f"{source}: leader.check_ttl must be at least 1s")

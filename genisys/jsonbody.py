@@ -30,6 +30,10 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH):
         raise BadJson("the body is not valid JSON: it is not UTF-8 text.") from None
     except json.JSONDecodeError as exc:
         raise BadJson(f"the body is not valid JSON: {exc.msg}.") from None
+    except BadJson:
+        raise
+    except ValueError:  # int() refuses numbers of more than 4,300 digits
+        raise BadJson("the body is not valid JSON: a number in it is too long.") from None
     except RecursionError:
         raise BadJson(f"the body is nested more than {max_depth} levels deep.") from None
     if _depth(value) > max_depth:

@@ -24,18 +24,24 @@ def validate_name(value, what: str = "name") -> str:
 
 
 def validate_number(value, what: str = "number") -> int:
-    """An integer >= 0, or a decimal string of one (httpie's `number=3` sends "3")."""
+    """An integer >= 0, an integral float (2.0), or a string of ASCII digits (httpie's
+    `number=3` sends "3")."""
     if isinstance(value, bool):
         raise ValidationError(f"{what} must be an integer >= 0, not a boolean.")
-    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}\s*", value):
-        value = int(value)
-    if not isinstance(value, int):
+    number = value
+    if isinstance(value, float) and value.is_integer():
+        number = int(value)
+    # Not \d, isdigit() or a bare int(): they take any Unicode digit ("\u0661" is 1).
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+        digits = value.strip().lstrip("0") or "0"
+        number = int(digits) if len(digits) <= len(str(MAX_NUMBER)) else MAX_NUMBER + 1
+    if not isinstance(number, int):
         raise ValidationError(f"{what} must be an integer >= 0, got {value!r:.80}.")
-    if value < 0:
-        raise ValidationError(f"{what} must be >= 0, got {value}.")
-    if value > MAX_NUMBER:
-        raise ValidationError(f"{what} must be at most {MAX_NUMBER}, got {value}.")
-    return value
+    if number < 0:
+        raise ValidationError(f"{what} must be >= 0, got {value!r:.80}.")
+    if number > MAX_NUMBER:
+        raise ValidationError(f"{what} must be at most {MAX_NUMBER}, got {value!r:.80}.")
+    return number
 
 
 def validate_url(value, what: str = "connector") -> str:

@@ -52,7 +52,7 @@ BAD_DEFINITIONS = [
     ({"name": "web", "image": "nginx", "command": []}, "non-empty list"),
     ({"name": "web", "image": "nginx", "command": [1]}, "non-empty list"),
     ({"name": "web", "image": "nginx", "environment": ["A=1"]}, "environment must be an object"),
-    ({"name": "web", "image": "nginx", "environment": {"A": 1}}, "must be a string"),
+    ({"name": "web", "image": "nginx", "environment": {"A": None}}, "must be a string"),
     ({"name": "web", "image": "nginx", "ports": 80}, "ports must be a list"),
     ({"name": "web", "image": "nginx", "ports": [0]}, "from 1 to 65535"),
     ({"name": "web", "image": "nginx", "ports": [65536]}, "from 1 to 65535"),

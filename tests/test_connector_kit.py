@@ -25,8 +25,9 @@ class RecordingBackend(Backend):
 
     name = "recording"
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, cleanup: float = 0.0):
         self.delay = delay
+        self.cleanup = cleanup  # seconds a replaced order takes to wind down
         self.counts: dict[str, int] = {}
         self.busy: dict[str, int] = {}
         self.most_busy: dict[str, int] = {}
@@ -54,12 +55,19 @@ class RecordingBackend(Backend):
         try:
             if name == "waits-for-other":  # proves that another service runs meanwhile
                 await asyncio.wait_for(self.started.setdefault("other", asyncio.Event()).wait(), 10)
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(600 if number >= 1000 else self.delay)  # huge orders: slow
             self.counts[name] = number
+        except asyncio.CancelledError:
+            await asyncio.sleep(self.cleanup)
+            raise
         finally:
             self.busy[name] -= 1
 
     async def status(self, definition):
+        if definition["name"] == "garbage":
+            return "three"
+        if definition["name"] == "cancelled":
+            raise asyncio.CancelledError()  # a bug: the backend cancels itself
         return self.counts.get(definition["name"], 0)
 
     async def close(self):
@@ -69,14 +77,15 @@ class RecordingBackend(Backend):
 class Served:
     """A kit application on a real port, its event loop in a thread."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, **options):
         self.backend = backend
+        self.options = options
 
     def __enter__(self):
         ready = threading.Event()
 
         async def serve():
-            self.connector = Connector(self.backend)
+            self.connector = Connector(self.backend, **self.options)
             server, port = listen(self.connector)
             self.url = f"http://127.0.0.1:{port}"
             self.loop = asyncio.get_running_loop()
@@ -140,6 +149,10 @@ BAD_REQUESTS = [
     ("POST", "/service", b"", {}, 400, "not valid JSON"),
     ("POST", "/service", b"\xff\xfe", {}, 400, "not valid JSON"),
     ("POST", "/service", b"[1, 2]", {}, 400, "JSON object"),
+    ("POST", "/service", b"[" * 1000, {}, 400, "nested more than 32 levels"),
+    ("POST", "/service", b'{"a":' * 5000, {}, 400, "nested more than 32 levels"),
+    ("POST", "/service", b'{"name": "x", "size": ' + b"1" * 5000 + b"}", {}, 400, "too long"),
+    ("POST", "/service", b'{"name": "x", "size": NaN}', {}, 400, "NaN is not a JSON value"),
     ("POST", "/service", b'"web"', {}, 400, "JSON object"),
     ("POST", "/service", {"name": "x", "colour": "red"}, {}, 400, "unknown field 'colour'"),
     ("POST", "/service", {"size": 1}, {}, 400, "missing field 'name'"),
@@ -155,6 +168,7 @@ BAD_REQUESTS = [
     ("PUT", "/service/web", {"name": "other"}, {}, 400, "differs"),
     ("PUT", "/service/a%20b", {}, {}, 400, "invalid"),
     ("PUT", "/service/web", b"[]", {}, 400, "JSON object"),
+    ("PUT", "/service/web", b"[" * 1000, {}, 400, "nested"),
     ("PUT", "/service/web", BIG, {}, 413, "64 KiB"),
     ("POST", "/service/web/scale", {"number": -1}, {}, 400, ">= 0"),
     ("POST", "/service/web/scale", {"number": "-1"}, {}, 400, ">= 0"),
@@ -166,6 +180,9 @@ BAD_REQUESTS = [
     ("POST", "/service/web/scale", {}, {}, 400, "missing field 'number'"),
     ("POST", "/service/web/scale", {"number": 1, "compute": "x"}, {}, 400, "unknown field"),
     ("POST", "/service/web/scale", b"3", {}, 400, "JSON object"),
+    ("POST", "/service/web/scale", b"[" * 1000, {}, 400, "nested"),
+    ("POST", "/service/web/scale", {"number": "\u0663"}, {}, 400, "integer"),
+    ("POST", "/service/web/scale", {"number": "1000000000"}, {}, 400, "at most 100000"),
     ("POST", "/service/web/scale", BIG, {}, 413, "64 KiB"),
     ("POST", "/service/web/scale", {"number": 1}, {"X-Genisys-Term": "abc"}, 400, "X-Genisys-Term"),
     ("POST", "/service/web/scale", {"number": 1}, {"X-Genisys-Term": "-1"}, 400, "X-Genisys-Term"),
@@ -180,6 +197,16 @@ BAD_REQUESTS = [
     ("GET", "/service/a%20b", None, {}, 400, "invalid"),
     ("GET", "/service/a/b", None, {}, 404, "no /service/a/b"),
     ("GET", "/nope", None, {}, 404, "no /nope"),
+    ("GET", "/nope/" + "x" * 60_000, None, {}, 404, "no /nope/xxx"),
+    ("GET", "/service/" + "x" * 60_000, None, {}, 400, "invalid"),
+    ("POST", "/service/" + "x" * 60_000 + "/scale", {"number": 1}, {}, 400, "invalid"),
+    ("GET", "/service/%FF", None, {}, 400, "nvalid unicode"),
+    ("POST", "/service/web/scale", {"number": 1}, {"X-Genisys-Term": "\u00b2"}, 400,
+     "X-Genisys-Term"),
+    ("FOO", "/nope", None, {}, 404, "no /nope"),
+    ("DELETE", "/nope/" + "x" * 60_000, None, {}, 404, "no /nope/xxx"),
+    ("FOO", "/service", None, {}, 405, "FOO is not allowed on /service; use GET or POST"),
+    ("DELETE", "/service/" + "x" * 60_000, None, {}, 405, "use GET or PUT"),
     ("DELETE", "/service/web", None, {}, 405, "DELETE is not allowed"),
     ("GET", "/service/web/scale", None, {}, 405, "GET is not allowed"),
     ("PUT", "/service/web/status", {}, {}, 405, "PUT is not allowed"),
@@ -202,6 +229,7 @@ def test_bad_requests_get_one_clear_error_and_change_nothing(
     assert answer[0] == status, answer
     assert list(answer[1]) == ["error"] and words in answer[1]["error"], answer
     assert answer[1]["error"].endswith("."), answer
+    assert len(answer[1]["error"]) < 300, answer  # paths and bodies are echoed in excerpts
     assert served.snapshot() == before
     assert served.connector.highest_term == 5
 
@@ -231,8 +259,11 @@ def test_backend_failures_are_json_errors(served):
     assert served.call("GET", "/service/web/status") == (200, {"running_resources": 0})
 
 
+REPLACED = "replaced this one before it was done."
+
+
 def test_scale_orders_are_serialised_per_service_and_parallel_across_services():
-    with Served(RecordingBackend(delay=0.1)) as served:
+    with Served(RecordingBackend(delay=0.1, cleanup=0.05)) as served:
         for name in ("web", "waits-for-other", "other"):
             served.call("POST", "/service", {"name": name})
         orders = [("web", n) for n in range(6)] + [("waits-for-other", 1), ("other", 1)]
@@ -240,23 +271,64 @@ def test_scale_orders_are_serialised_per_service_and_parallel_across_services():
             answers = list(pool.map(
                 lambda order: served.call("POST", f"/service/{order[0]}/scale",
                                           {"number": order[1]}), orders))
-        assert [status for status, _ in answers] == [200] * len(orders)
-        assert served.backend.most_busy["web"] == 1
+        assert {status for status, _ in answers[:6]} <= {200, 409}
+        assert answers[6:] == [(200, {"service": "waits-for-other", "running_resources": 1}),
+                               (200, {"service": "other", "running_resources": 1})]
+        assert served.backend.most_busy["web"] == 1  # a replaced order winds down first
         assert served.backend.most_busy_overall >= 2
 
 
-def test_racing_scale_orders_end_in_one_of_the_numbers_asked():
+def test_racing_scale_orders_end_in_the_number_of_the_order_that_came_last():
     with Served(RecordingBackend(delay=0.01)) as served:
         served.call("POST", "/service", {"name": "web"})
         numbers = [random.randrange(0, 12) for _ in range(30)]  # 13 fails on purpose
         with ThreadPoolExecutor(30) as pool:
             answers = list(pool.map(
                 lambda n: served.call("POST", "/service/web/scale", {"number": n}), numbers))
-        assert all(status == 200 for status, _ in answers)
+        done = [body["running_resources"] for status, body in answers if status == 200]
+        replaced = [body["error"] for status, body in answers if status == 409]
+        assert len(done) + len(replaced) == 30 and done, answers
+        assert all(error.endswith(REPLACED) for error in replaced), replaced
+        # the order that came last was never replaced: it set the final number
         final = served.call("GET", "/service/web/status")[1]["running_resources"]
-        assert final in numbers
-        # each answer reports the order's own result: they ran one at a time
-        assert sorted(body["running_resources"] for _, body in answers) == sorted(numbers)
+        assert final in done
+
+
+def test_a_newer_order_replaces_the_one_in_progress_which_answers_409():
+    with Served(RecordingBackend()) as served:
+        served.call("POST", "/service", {"name": "web"})
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(served.call, "POST", "/service/web/scale", {"number": 1000})
+            wait_until(lambda: served.backend.busy.get("web"), what="the first order to run")
+            # without the replacement, both would wait for the first order's 600 s
+            assert served.call("POST", "/service/web/scale", {"number": 0}, timeout=20) == (
+                200, {"service": "web", "running_resources": 0})
+            assert slow.result(timeout=20) == (409, {
+                "error": f"a newer order for web (number 0) {REPLACED}"})
+        assert served.call("GET", "/service/web/status")[1] == {"running_resources": 0}
+
+
+def test_an_order_beyond_the_maximum_is_refused_naming_it():
+    with Served(RecordingBackend(), max_instances=5) as served:
+        served.call("POST", "/service", {"name": "web"})
+        assert served.call("POST", "/service/web/scale", {"number": 5})[0] == 200
+        assert served.call("POST", "/service/web/scale", {"number": 6}) == (400, {
+            "error": "number 6 is more than the 5 instances per service this connector "
+                     "runs at most."})
+        assert served.call("GET", "/service/web/status")[1] == {"running_resources": 5}
+
+
+@pytest.mark.parametrize("service", ["garbage", "cancelled"])
+def test_a_backend_bug_of_any_kind_is_a_500_with_a_traceback_never_a_hang(service, caplog):
+    with Served(RecordingBackend()) as served:
+        served.call("POST", "/service", {"name": service})
+        for method, path, body in [("GET", f"/service/{service}/status", None),
+                                   ("GET", "/status", None),
+                                   ("POST", f"/service/{service}/scale", {"number": 1})]:
+            assert served.call(method, path, body, timeout=20) == (
+                500, {"error": "internal error; the connector's log has the details."})
+        assert served.call("GET", "/health")[0] == 200
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
 
 
 def test_the_term_fence_refuses_orders_from_an_older_term(served):
@@ -280,23 +352,25 @@ def test_the_term_fence_refuses_orders_from_an_older_term(served):
 
 
 def test_an_order_that_waited_while_a_newer_term_arrived_is_refused():
-    with Served(RecordingBackend(delay=0.6)) as served:
+    # The second order waits while the first, replaced, winds down; meanwhile a newer
+    # leader's order for another service raises the term.
+    with Served(RecordingBackend(cleanup=1.0)) as served:
         served.call("POST", "/service", {"name": "web"})
+        served.call("POST", "/service", {"name": "api"})
 
-        def scale(number, term):
-            return served.call("POST", "/service/web/scale", {"number": number},
+        def scale(service, number, term):
+            return served.call("POST", f"/service/{service}/scale", {"number": number},
                                headers={"X-Genisys-Term": str(term)})
 
         with ThreadPoolExecutor(3) as pool:
-            first = pool.submit(scale, 1, 10)
+            first = pool.submit(scale, "web", 1000, 10)
             wait_until(lambda: served.backend.busy.get("web"), what="the first order to run")
-            queued = pool.submit(scale, 2, 10)  # waits for the lock
+            queued = pool.submit(scale, "web", 2, 10)  # replaces it, waits for the lock
             wait_until(lambda: len(served.connector._locks["web"]._waiters or ()) == 1,
                        what="the second order to wait")
-            newer = pool.submit(scale, 3, 11)
-            assert first.result()[0] == 200
-            assert queued.result()[0] == 409
-            assert newer.result() == (200, {"service": "web", "running_resources": 3})
+            assert scale("api", 13, 11)[0] == 503  # refused by the backend; term 11 seen
+            assert first.result()[0] == 409
+            assert queued.result()[0] == 409 and "older than term 11" in queued.result()[1]["error"]
 
 
 def test_bulk_status_can_be_switched_off_and_services_auto_defined():
@@ -331,15 +405,20 @@ def test_a_service_file_defines_services_and_errors_name_the_line(tmp_path):
 
 
 def test_the_guide_example_is_a_working_connector(tmp_path):
-    with ConnectorProcess("examples.memory_connector", "--max", "5",
+    with ConnectorProcess("examples.memory_connector", "--capacity", "5", "--max-instances", "4",
                           log_path=tmp_path / "memory.log") as connector:
         assert connector.call("POST", "/service", {"name": "web", "size": "large"})[0] == 201
+        assert connector.call("POST", "/service", {"name": "api"})[0] == 201
         assert connector.call("POST", "/service", {"name": "x", "size": "huge"})[0] == 400
         assert connector.call("POST", "/service/web/scale", {"number": "3"}) == (
             200, {"service": "web", "running_resources": 3})
-        assert connector.call("POST", "/service/web/scale", {"number": 6}) == (
-            503, {"error": "this backend runs at most 5 instances per service."})
-        assert connector.call("GET", "/status") == (200, {"running_resources": {"web": 3}})
+        assert connector.call("POST", "/service/api/scale", {"number": 3}) == (
+            503, {"error": "this backend is full: 3 of its 5 instances run other services."})
+        assert connector.call("POST", "/service/web/scale", {"number": 5}) == (400, {
+            "error": "number 5 is more than the 4 instances per service this connector "
+                     "runs at most."})
+        assert connector.call("GET", "/status") == (200, {"running_resources": {"web": 3,
+                                                                                 "api": 0}})
         assert connector.stop() == 0
         assert "SIGTERM received: stopping" in connector.log() and "stopped" in connector.log()
 
@@ -391,3 +470,17 @@ def test_a_port_in_use_stops_the_start_with_a_clear_error(tmp_path):
             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert f"cannot start: 127.0.0.1:{first.port} is not available: " in result.stderr
+
+
+def test_a_405_names_the_allowed_methods_in_its_allow_header(served):
+    for method, path, allowed in [("DELETE", "/service/web", "GET, PUT"),
+                                  ("GET", "/service/web/scale", "POST"),
+                                  ("PATCH", "/service", "GET, POST"),
+                                  ("BREW", "/health", "GET")]:
+        connection = http.client.HTTPConnection("127.0.0.1", int(served.url.rsplit(":", 1)[1]))
+        connection.request(method, path)
+        response = connection.getresponse()
+        assert (response.status, response.getheader("Allow")) == (405, allowed), (method, path)
+        error = json.loads(response.read())["error"]
+        assert error.endswith(f"use {allowed.replace(', ', ' or ')}.")
+        connection.close()

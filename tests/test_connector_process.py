@@ -103,15 +103,63 @@ def test_an_instance_killed_with_sigkill_no_longer_counts(connector):
     instances_of(name, 3)
 
 
-def test_racing_scale_orders_end_in_one_of_the_numbers_asked(connector):
+def test_racing_scale_orders_end_in_the_number_of_an_order_carried_out(connector):
     name = define(connector, SLEEPER)
     numbers = [5, 0, 3, 1, 4, 2, 5, 1, 0, 3, 2, 4]
     with ThreadPoolExecutor(len(numbers)) as pool:
         answers = list(pool.map(lambda n: scale(connector, name, n), numbers))
-    assert [status for status, _ in answers] == [200] * len(numbers)
+    done = [body["running_resources"] for status, body in answers if status == 200]
+    assert done and all(status == 409 and "replaced this one" in body["error"]
+                        for status, body in answers if status != 200), answers
     final = running(connector, name)
-    assert final in numbers
-    instances_of(name, final)
+    assert final in done
+    instances_of(name, final)  # none left behind by a replaced order
+
+
+def test_a_scale_to_0_replaces_a_scale_to_1000_in_progress_and_leaves_no_instance(connector):
+    name = define(connector, SLEEPER)
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(scale, connector, name, 1000)
+        wait_until(lambda: len(processes_of(name)) >= 20, timeout=30, what="20 instances")
+        assert scale(connector, name, 0) == (200, {"service": name, "running_resources": 0})
+        status, body = big.result()
+    assert (status, body) == (409, {"error": f"a newer order for {name} (number 0) "
+                                             "replaced this one before it was done."})
+    assert processes_of(name) == {}  # the start in flight was counted and stopped too
+    assert running(connector, name) == 0
+    assert f"scale {name} from 0 to 1000 (term none): replaced by a newer order" in connector.log()
+
+
+def test_a_scale_down_replaced_midway_still_stops_every_leaving_instance(tmp_path):
+    stubborn = [sys.executable, "-c", "import signal, time; "
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                "time.sleep(600)"]
+    with start(tmp_path, "--grace", "10") as connector:
+        name = define(connector, stubborn)
+        assert scale(connector, name, 2)[0] == 200
+        logs = [tmp_path / "logs" / f"{name}-{n}.log" for n in (1, 2)]
+        wait_until(lambda: all(log.exists() and "ready" in log.read_text() for log in logs),
+                   what="SIGTERM to be ignored")
+        with ThreadPoolExecutor(1) as pool:
+            down = pool.submit(scale, connector, name, 0)  # waits out the 10 s grace
+            # the leaving instances stop counting at once
+            wait_until(lambda: running(connector, name) == 0, what="the scale down to begin")
+            assert scale(connector, name, 1)[1]["running_resources"] == 1  # a new instance
+            assert down.result()[0] == 409
+        wait_until(lambda: len(processes_of(name)) == 1, timeout=30,
+                   what="the two leaving to be killed after the grace")
+        assert [env["GENISYS_INSTANCE"] for env in processes_of(name).values()] == ["3"]
+        assert connector.log().count("ignored SIGTERM for 10s: killing it") == 2
+
+
+def test_an_order_beyond_max_instances_is_refused_and_starts_nothing(tmp_path):
+    with start(tmp_path, "--max-instances", "3") as connector:
+        name = define(connector, SLEEPER)
+        assert scale(connector, name, 4) == (400, {
+            "error": "number 4 is more than the 3 instances per service this connector "
+                     "runs at most."})
+        assert processes_of(name) == {} and running(connector, name) == 0
+        assert scale(connector, name, 3)[1]["running_resources"] == 3
 
 
 def test_stopping_the_connector_stops_every_instance_and_their_children(tmp_path):
@@ -219,7 +267,14 @@ BAD_DEFINITIONS = [
     ({"name": "x", "command": ["x"], "environment": "A=1"}, "environment must be an object"),
     ({"name": "x", "command": ["x"], "environment": {"1A": "x"}}, "name '1A' is invalid"),
     ({"name": "x", "command": ["x"], "environment": {"A-B": "x"}}, "invalid"),
-    ({"name": "x", "command": ["x"], "environment": {"A": 1}}, "must be a string"),
+    ({"name": "x", "command": ["x"], "environment": {"A": [1]}}, "not a list"),
+    ({"name": "x", "command": ["x"], "environment": {"A": {"B": 1}}}, "not an object"),
+    ({"name": "x", "command": ["x"], "environment": {"A": None}}, "not null"),
+    ({"name": "x", "command": ["x"], "environment": {"A": "a\0b"}}, "NUL"),
+    ({"name": "x", "command": ["x"], "environment": {"A": "\ud800"}}, "lone surrogates"),
+    ({"name": "x", "command": ["echo", "\ud800"]}, "lone surrogates"),
+    ({"name": "x", "command": ["x"], "cwd": "\ud800"}, "cwd must be a directory path"),
+    ({"name": "x", "command": ["x"], "cwd": "x" * 5000}, "File name too long"),
     ({"name": "x", "command": ["x"], "cwd": "/nonexistent/dir"}, "not a directory"),
     ({"name": "x", "command": ["x"], "cwd": 5}, "cwd must be a directory path"),
 ]
@@ -249,6 +304,22 @@ def test_the_example_service_file_defines_the_demo(tmp_path):
         assert answer[1]["service"] == "demo"
         assert connector.stop() == 0
     wait_until(lambda: pid not in processes_of("demo"), timeout=5, what="the demo to stop")
+
+
+def test_a_service_file_from_the_docker_connector_with_numbers_and_booleans_works(tmp_path):
+    """Environment values as docker-py takes them: scalars, turned into str(value)."""
+    name = unique("copied")
+    services = tmp_path / "services.py"
+    services.write_text(f"web = {{'name': {name!r}, 'command': {SLEEPER!r}, 'environment': "
+                        "{'SERVICE_8081_IGNORE': True, 'WORKERS': 4, 'RATIO': 0.5, 'MODE': 'x'}}\n")
+    with start(tmp_path, "--service-file", str(services)) as connector:
+        assert connector.call("GET", f"/service/{name}")[1]["environment"] == {
+            "SERVICE_8081_IGNORE": "True", "WORKERS": "4", "RATIO": "0.5", "MODE": "x"}
+        assert scale(connector, name, 1)[0] == 200
+        [environment] = instances_of(name, 1).values()
+        assert (environment["SERVICE_8081_IGNORE"], environment["WORKERS"],
+                environment["RATIO"]) == ("True", "4", "0.5")
+        assert scale(connector, name, 0)[0] == 200
 
 
 def test_a_bad_service_file_stops_the_start_naming_the_line(tmp_path):

@@ -23,7 +23,10 @@ def test_invalid_names(name):
         validate_name(name)
 
 
-@pytest.mark.parametrize("value,expected", [(0, 0), (3, 3), ("3", 3), (" 12 ", 12), (100000, 100000)])
+@pytest.mark.parametrize("value,expected", [
+    (0, 0), (3, 3), ("3", 3), (" 12 ", 12), (100000, 100000), ("100000", 100000),
+    ("007", 7), ("0000000000000", 0), (2.0, 2), (0.0, 0), (1e5, 100000),
+])
 def test_valid_numbers(value, expected):
     assert validate_number(value) == expected
 
@@ -32,7 +35,14 @@ def test_valid_numbers(value, expected):
     (-1, "must be >= 0"), ("-1", "must be an integer"), ("three", "must be an integer"),
     (2.5, "must be an integer"), ("2.5", "must be an integer"), (True, "not a boolean"),
     (None, "must be an integer"), ([], "must be an integer"), (100001, "at most 100000"),
-    ("9" * 30, "must be an integer"),
+    ("9" * 30, "at most 100000"), ("1000000000", "at most 100000, got '1000000000'"),
+    ("100001", "at most 100000"), (10**30, "at most 100000"), (1e300, "at most 100000"),
+    (float("nan"), "must be an integer"), (float("inf"), "must be an integer"),
+    ("\u0661", "must be an integer"), ("\uff13", "must be an integer"),
+    ("1\u0661", "must be an integer"),
+    ("\u00b2", "must be an integer"), ("", "must be an integer"), ("1 2", "must be an integer"),
+    ("+1", "must be an integer"), ("2.0", "must be an integer"), (-2.0, "must be >= 0"),
+    (False, "not a boolean"), ({}, "must be an integer"),
 ])
 def test_invalid_numbers(value, message):
     with pytest.raises(ValidationError, match=message):

@@ -1,9 +1,11 @@
 """The connector side of the Genisys protocol, around a small Backend interface.
 
 A backend says how to validate a service definition, scale a service and count its
-instances. The kit does the rest: HTTP and its one error shape, the service definitions,
-one scale order at a time per service (services in parallel), the term fence, the
-command line, logging and a graceful stop. A connector is then one short file:
+instances. The kit does the rest: HTTP and its one error shape (with the server limits
+of genisys.httpserver), the service definitions, one scale order at a time per service
+(services in parallel; a newer order replaces the one in progress), a maximum number of
+instances, the term fence, the command line, logging and a graceful stop. A connector is
+then one short file:
 
     class MyBackend(Backend):
         def validate(self, definition): ...
@@ -17,24 +19,28 @@ command line, logging and a graceful stop. A connector is then one short file:
 import abc
 import argparse
 import asyncio
-import json
 import logging
+import os
 import re
 import shlex
 import signal
 import sys
 from pathlib import Path
 
-import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
 from genisys.computes_file import DefinitionFileError, read_definitions
+from genisys.httpserver import DEFAULT_TIMEOUT, LimitedHTTPServer, raise_fd_limit
+from genisys.jsonbody import BadJson, excerpt, loads_object
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
 from genisys.protocol import MAX_TERM, TERM_FIELD
 
 MAX_BODY = 64 * 1024
 TERM_HEADER = "X-Genisys-Term"
+# Per service and order, unless --max-instances says otherwise: 100,000 processes would
+# take half an hour to start, and no real host runs them.
+DEFAULT_MAX_INSTANCES = 1000
 # Genisys may send one request per service at once: 1,000 services must not overflow
 # the accept queue (the kernel caps this at net.core.somaxconn).
 BACKLOG = 4096
@@ -47,7 +53,7 @@ class NotFound(Exception):
 
 
 class Conflict(Exception):
-    """409: already defined, or a scale order from an older term."""
+    """409: already defined, a scale order from an older term, or one a newer order replaced."""
 
 
 class BodyTooLarge(Exception):
@@ -58,8 +64,8 @@ class BackendError(Exception):
     """503: the backend could not carry out the order; the message says why."""
 
 
-ERROR_STATUS = {ValidationError: 400, NotFound: 404, Conflict: 409, BodyTooLarge: 413,
-                BackendError: 503}
+ERROR_STATUS = {ValidationError: 400, BadJson: 400, NotFound: 404, Conflict: 409,
+                BodyTooLarge: 413, BackendError: 503}
 
 
 def _error_status(error) -> int | None:
@@ -93,7 +99,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def scale(self, definition: dict, number: int) -> None:
-        """Return once `number` instances run; raise BackendError when that fails."""
+        """Return once `number` instances run; raise BackendError when that fails.
+
+        A newer order for the service cancels this one where it stands (CancelledError at
+        an await): whatever was started by then must still be counted by status().
+        """
 
     @abc.abstractmethod
     async def status(self, definition: dict) -> int:
@@ -104,13 +114,17 @@ class Backend(abc.ABC):
 
 
 class Connector:
-    """The protocol without HTTP: definitions, one lock per service, the term fence."""
+    """The protocol without HTTP: definitions, one order at a time per service (the newest
+    supersedes the one in progress), the term fence."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, max_instances: int = DEFAULT_MAX_INSTANCES):
         self.backend = backend
+        self.max_instances = max_instances
         self.definitions: dict[str, dict] = {}
         self.highest_term: int | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._newest: dict[str, asyncio.Task] = {}  # the order in progress, per service
+        self._replaced: dict[asyncio.Task, int] = {}  # cancelled orders: the newer number
 
     def define(self, body, name: str | None = None) -> tuple[dict, bool]:
         """Validate and store a definition; (definition, created).
@@ -145,19 +159,59 @@ class Connector:
                            "POST /service defines it.") from None
 
     async def scale(self, name: str, number: int, term: int | None = None) -> int:
-        """Carry out one scale order; the number running afterwards."""
+        """Carry out one scale order; the number running afterwards.
+
+        A newer order for the service cancels this one, which then answers 409: the
+        service goes to the newest number at once instead of through every older one.
+        """
         self.get(name)
+        if number > self.max_instances:
+            raise ValidationError(f"number {number} is more than the {self.max_instances} "
+                                  "instances per service this connector runs at most.")
         self._fence(name, term)
+        order = asyncio.create_task(self._carry_out(name, number, term))
+        previous = self._newest.get(name)
+        self._newest[name] = order
+        if previous is not None and not previous.done():
+            self._replaced[previous] = number
+            previous.cancel()
+        try:
+            return await order
+        except asyncio.CancelledError:
+            newer = self._replaced.get(order)
+            if newer is None or asyncio.current_task().cancelling():
+                raise  # cancelled from outside, or by the backend itself (a 500)
+            raise Conflict(f"a newer order for {name} (number {newer}) replaced this one "
+                           "before it was done.") from None
+        finally:
+            self._replaced.pop(order, None)
+            if self._newest.get(name) is order:
+                del self._newest[name]
+
+    async def _carry_out(self, name: str, number: int, term: int | None) -> int:
         async with self._locks.setdefault(name, asyncio.Lock()):
             # A newer leader may have spoken while this order waited for the lock.
             self._fence(name, term)
             definition = self.definitions[name]  # the latest, should a PUT have come meanwhile
-            before = await self.backend.status(definition)
-            await self.backend.scale(definition, number)
-            after = await self.backend.status(definition)
+            before = await self._count(definition)
+            try:
+                await self.backend.scale(definition, number)
+            except asyncio.CancelledError:
+                log.info("scale %s from %d to %d (term %s): replaced by a newer order",
+                         name, before, number, "none" if term is None else term)
+                raise
+            after = await self._count(definition)
         log.info("scale %s from %d to %d (term %s): %d running",
                  name, before, number, "none" if term is None else term, after)
         return after
+
+    async def _count(self, definition: dict) -> int:
+        """backend.status(), checked: a backend's bug must not reach Genisys as a count."""
+        count = await self.backend.status(definition)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise TypeError(f"{type(self.backend).__name__}.status() returned {count!r:.40}, "
+                            "not a count")
+        return count
 
     def _fence(self, name: str, term: int | None) -> None:
         """Refuse an order from a term older than the highest seen. The 409 names that
@@ -177,14 +231,14 @@ class Connector:
         self.highest_term = term
 
     async def status(self, name: str) -> int:
-        return await self.backend.status(self.get(name))
+        return await self._count(self.get(name))
 
     async def status_all(self) -> dict[str, int]:
         if not self.backend.bulk_status:
             raise NotFound("this connector does not answer GET /status; "
                            "ask GET /service/{svc}/status for each service.")
         names = list(self.definitions)
-        counts = await asyncio.gather(*(self.backend.status(self.definitions[name])
+        counts = await asyncio.gather(*(self._count(self.definitions[name])
                                         for name in names), return_exceptions=True)
         for count in counts:
             if isinstance(count, BaseException):
@@ -219,20 +273,43 @@ def validate_command(value, what: str = "command") -> list[str]:
             and value[0]):
         raise ValidationError(f"{what} must be a non-empty list of strings or a string "
                               "like 'python3 -m http.server'.")
-    if any("\0" in argument for argument in value):
-        raise ValidationError(f"{what} must not contain NUL characters.")
+    if not all(map(is_os_text, value)):
+        raise ValidationError(f"{what} must not contain NUL characters or lone surrogates.")
     return value
+
+
+def is_os_text(text: str) -> bool:
+    """Whether the text can be a program argument, an environment value or a path: no NUL,
+    and encodable as the OS encodes it (JSON's "\\ud800" is not)."""
+    try:
+        return b"\0" not in os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
 
 
 def validate_environment(value) -> dict[str, str]:
+    """An object of scalars; numbers and booleans become strings as docker-py makes them
+    (str(value): True is "True"), so a service file written for Docker works here too."""
     if not isinstance(value, dict):
         raise ValidationError('environment must be an object of strings, like {"DEBUG": "1"}.')
+    environment = {}
     for key, text in value.items():
-        if not ENV_NAME.fullmatch(key):
+        if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
             raise ValidationError(f"environment variable name {key!r:.80} is invalid.")
-        if not isinstance(text, str) or "\0" in text:
-            raise ValidationError(f"environment variable {key} must be a string without NUL.")
-    return value
+        if not isinstance(text, (str, int, float)):  # bool is an int
+            raise ValidationError(f"environment variable {key} must be a string, a number or "
+                                  f"a boolean, not {_json_type(text)}.")
+        text = str(text)
+        if not is_os_text(text):
+            raise ValidationError(f"environment variable {key} must not contain NUL characters "
+                                  "or lone surrogates.")
+        environment[key] = text
+    return environment
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", type(None): "null"}.get(
+        type(value), f"a {type(value).__name__}")
 
 
 # --- HTTP -------------------------------------------------------------------------
@@ -251,7 +328,7 @@ class Handler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         length = self.request.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > MAX_BODY:
+        if re.fullmatch(r"[0-9]+", length) and int(length) > MAX_BODY:
             raise BodyTooLarge(f"the body is larger than {MAX_BODY // 1024} KiB.")
 
     def data_received(self, chunk: bytes) -> None:
@@ -263,15 +340,7 @@ class Handler(tornado.web.RequestHandler):
     def json_body(self) -> dict:
         if self._too_large:
             raise BodyTooLarge(f"the body is larger than {MAX_BODY // 1024} KiB.")
-        try:
-            body = json.loads(self._body)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"the body is not valid JSON: {exc.msg}.") from None
-        except ValueError:
-            raise ValidationError("the body is not valid JSON: it is not UTF-8 text.") from None
-        if not isinstance(body, dict):
-            raise ValidationError("the body must be a JSON object.")
-        return body
+        return loads_object(self._body)
 
     def term(self) -> int | None:
         value = self.request.headers.get(TERM_HEADER)
@@ -287,9 +356,13 @@ class Handler(tornado.web.RequestHandler):
             self.set_status(_error_status(error))
             message = str(error)
         elif isinstance(error, tornado.web.HTTPError) and error.log_message:
-            message = error.get_message()
+            # Tornado's own, e.g. a path that is not UTF-8 once percent-decoded
+            message = excerpt(error.get_message()).rstrip(".") + "."
         elif status_code == 405:
-            message = f"{self.request.method} is not allowed on {self.request.path}."
+            allowed = self.allowed_methods()
+            self.set_header("Allow", ", ".join(allowed))
+            message = (f"{excerpt(self.request.method, 20)} is not allowed on "
+                       f"{excerpt(self.request.path, 80)}; use {' or '.join(allowed)}.")
         elif status_code >= 500:
             message = "internal error; the connector's log has the details."
         else:
@@ -300,15 +373,29 @@ class Handler(tornado.web.RequestHandler):
             answer[TERM_FIELD] = error.term
         self.finish(answer)
 
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements, for the Allow header of a 405."""
+        return [method for method in ("GET", "POST", "PUT")
+                if getattr(type(self), method.lower()) is not getattr(Handler, method.lower())]
+
     def log_exception(self, typ, value, tb) -> None:
         # Known errors are reported in the request's log line; only surprises get a traceback.
         if not _error_status(value) and not isinstance(value, tornado.web.HTTPError):
             super().log_exception(typ, value, tb)
 
 
+class _AnyMethod:
+    def __contains__(self, method: str) -> bool:
+        return True
+
+
 class NotFoundHandler(Handler):
+    # An unknown path is a 404 whatever the method, never a 405 with nothing allowed.
+    SUPPORTED_METHODS = _AnyMethod()
+
     def prepare(self) -> None:
-        raise NotFound(f"there is no {self.request.path} here; see the connector protocol.")
+        raise NotFound(f"there is no {excerpt(self.request.path, 80)} here; "
+                       "see the connector protocol.")
 
 
 class HealthHandler(Handler):
@@ -360,7 +447,8 @@ def _log_request(handler: Handler) -> None:
     level = (logging.DEBUG if status < 400 or status == 404
              else logging.INFO if status < 500 else logging.WARNING)
     error = getattr(handler, "error_message", None)
-    log.log(level, "%s %s %d%s (%.1f ms)", handler.request.method, handler.request.uri, status,
+    log.log(level, "%s %s %d%s (%.1f ms)", excerpt(handler.request.method, 20),
+            excerpt(handler.request.uri, 200), status,
             f": {error}" if error else "", 1000 * handler.request.request_time())
 
 
@@ -378,11 +466,14 @@ def make_app(connector: Connector) -> tornado.web.Application:
         log_function=_log_request)
 
 
-def listen(connector: Connector, address: str = "127.0.0.1",
-           port: int = 0) -> tuple[tornado.httpserver.HTTPServer, int]:
-    """Serve the connector on the running loop; (server, the port it listens on)."""
+def listen(connector: Connector, address: str = "127.0.0.1", port: int = 0,
+           timeout: float = DEFAULT_TIMEOUT,
+           max_connections: int | None = None) -> tuple[LimitedHTTPServer, int]:
+    """Serve the connector on the running loop; (server, the port it listens on).
+    genisys.httpserver says what `timeout` and `max_connections` limit."""
     sockets = tornado.netutil.bind_sockets(port, address, backlog=BACKLOG)
-    server = tornado.httpserver.HTTPServer(make_app(connector))
+    server = LimitedHTTPServer(make_app(connector), timeout=timeout,
+                               max_connections=max_connections)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 
@@ -394,11 +485,21 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(backend_class.__doc__ or "").strip())
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=7051, help="port to listen on (0: any free)")
+    parser.add_argument("--max-instances", type=_positive(int), default=DEFAULT_MAX_INSTANCES,
+                        help=("most instances per service; larger orders are a 400 "
+                              f"(default {DEFAULT_MAX_INSTANCES})"))
+    parser.add_argument("--http-timeout", type=_positive(float), default=DEFAULT_TIMEOUT, help=(
+        "seconds a client has to send a request's headers (or the next request) and its "
+        f"body (default {DEFAULT_TIMEOUT:g})"))
+    parser.add_argument("--max-connections", type=_positive(int), default=None, help=(
+        "open client connections beyond which new ones are closed at once "
+        "(default: half the open file limit)"))
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
     backend_class.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_fd_limit()
     try:
         asyncio.run(_serve(backend_class, args))
     except DefinitionFileError as exc:
@@ -407,6 +508,17 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     except OSError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)
+
+
+def _positive(kind: type):
+    """An argparse type: a number of `kind` > 0."""
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+        return value
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value"
+    return parse
 
 
 async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None:
@@ -422,11 +534,12 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
         asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     backend = backend_class.from_args(args)
     try:
-        connector = Connector(backend)
+        connector = Connector(backend, args.max_instances)
         if args.service_file:
             connector.load(args.service_file)
         try:
-            server, port = listen(connector, args.bind, args.port)
+            server, port = listen(connector, args.bind, args.port, args.http_timeout,
+                                  args.max_connections)
         except OSError as exc:
             raise OSError(f"{args.bind}:{args.port} is not available: "
                           f"{exc.strerror or exc}") from None

@@ -21,6 +21,7 @@ from pathlib import Path
 from genisys.connectors.kit import (
     Backend,
     BackendError,
+    is_os_text,
     run,
     validate_command,
     validate_environment,
@@ -48,7 +49,8 @@ class ProcessBackend(Backend):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.grace = grace
         self._instances: dict[str, list[Instance]] = {}  # by service, oldest first
-        self._stopping: set[Instance] = set()
+        # Stops go on when the order that began them is replaced: close() awaits them.
+        self._stopping: dict[Instance, asyncio.Task] = {}
         self._numbers: dict[str, int] = {}
         self._closed = False
         log.info("instance output goes to %s/<service>-<instance>.log", self.log_dir)
@@ -74,24 +76,26 @@ class ProcessBackend(Backend):
         return result
 
     async def scale(self, definition: dict, number: int) -> None:
+        # A newer order cancels this one at an await: each start is finished and counted
+        # first, and the stops go on in the background, so no instance is left untracked.
         group = self._reap(definition["name"])
         while len(group) < number:
-            group.append(await self._start(definition))
+            await _to_the_end(self._start_into(group, definition))
         if len(group) > number:
             # The newest go first; they no longer count while they stop.
             leaving = group[number:]
             del group[number:]
-            await asyncio.gather(*(self._stop(instance) for instance in leaving))
+            await asyncio.shield(asyncio.gather(*map(self._stop_later, leaving)))
 
     async def status(self, definition: dict) -> int:
         return len(self._reap(definition["name"]))
 
     async def close(self) -> None:
         self._closed = True
-        everyone = [i for group in self._instances.values() for i in group] + list(self._stopping)
-        if everyone:
-            log.info("stopping %d instance(s)", len(everyone))
-        await asyncio.gather(*(self._stop(instance) for instance in everyone))
+        everyone = [i for group in self._instances.values() for i in group]
+        if everyone or self._stopping:
+            log.info("stopping %d instance(s)", len(everyone) + len(self._stopping))
+        await asyncio.gather(*map(self._stop_later, everyone), *self._stopping.values())
 
     def _reap(self, name: str) -> list[Instance]:
         """The service's live instances; the exited ones are dropped and logged."""
@@ -102,6 +106,9 @@ class ProcessBackend(Backend):
             _signal_group(instance, signal.SIGKILL)  # whatever it left behind
             group.remove(instance)
         return group
+
+    async def _start_into(self, group: list[Instance], definition: dict) -> None:
+        group.append(await self._start(definition))
 
     async def _start(self, definition: dict) -> Instance:
         if self._closed:
@@ -126,24 +133,27 @@ class ProcessBackend(Backend):
                                f"{exc.strerror or exc}.") from None
         instance = Instance(number, port, process, log_path)
         if self._closed:  # close() ran while this one was starting
-            await self._stop(instance)
+            await self._stop_later(instance)
             raise BackendError("the connector is stopping.")
         return instance
 
+    def _stop_later(self, instance: Instance) -> asyncio.Task:
+        """Stop the instance in a task of its own, tracked in _stopping until it is gone."""
+        if instance not in self._stopping:
+            task = self._stopping[instance] = asyncio.create_task(self._stop(instance))
+            task.add_done_callback(lambda _: self._stopping.pop(instance, None))
+        return self._stopping[instance]
+
     async def _stop(self, instance: Instance) -> None:
-        self._stopping.add(instance)
+        _signal_group(instance, signal.SIGTERM)
         try:
-            _signal_group(instance, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(instance.process.wait(), self.grace)
-            except TimeoutError:
-                log.warning("instance %s ignored SIGTERM for %gs: killing it",
-                            instance.log_path.stem, self.grace)
-            # Also its children that outlived it, or the whole group after the grace.
-            _signal_group(instance, signal.SIGKILL)
-            await instance.process.wait()
-        finally:
-            self._stopping.discard(instance)
+            await asyncio.wait_for(instance.process.wait(), self.grace)
+        except TimeoutError:
+            log.warning("instance %s ignored SIGTERM for %gs: killing it",
+                        instance.log_path.stem, self.grace)
+        # Also its children that outlived it, or the whole group after the grace.
+        _signal_group(instance, signal.SIGKILL)
+        await instance.process.wait()
 
     def _free_port(self) -> int:
         taken = {i.port for group in self._instances.values() for i in group}
@@ -154,6 +164,18 @@ class ProcessBackend(Backend):
             if port not in taken:  # released, but maybe not yet bound by its instance
                 return port
         raise BackendError("no free port for a new instance.")
+
+
+async def _to_the_end(coroutine) -> None:
+    """Await the coroutine to its end even when cancelled meanwhile, then re-raise."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # the order was replaced: its failure no longer matters
+        raise
 
 
 def _die_with_the_connector() -> None:
@@ -172,11 +194,14 @@ def _signal_group(instance: Instance, sig: int) -> None:
 
 
 def _directory(value) -> str:
-    if not isinstance(value, str) or not value or "\0" in value:
+    if not isinstance(value, str) or not value or not is_os_text(value):
         raise ValidationError("cwd must be a directory path.")
-    path = Path(value).resolve()  # relative to the connector's working directory
-    if not path.is_dir():
-        raise ValidationError(f"cwd {value!r:.80} is not a directory.")
+    try:
+        path = Path(value).resolve()  # relative to the connector's working directory
+        if not path.is_dir():
+            raise ValidationError(f"cwd {value!r:.80} is not a directory.")
+    except OSError as exc:  # a name too long, a loop of links
+        raise ValidationError(f"cwd {value!r:.80} is not a directory: {exc.strerror}.") from None
     return str(path)
 
 
