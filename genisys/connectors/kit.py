@@ -29,6 +29,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from genisys import logformat
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
 
@@ -385,9 +386,9 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7051, help="port to listen on (0: any free)")
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
     backend_class.add_arguments(parser)
+    logformat.add_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.configure(logging.INFO, args.log_format)
     try:
         asyncio.run(_serve(backend_class, args))
     except DefinitionFileError as exc:
