@@ -66,9 +66,8 @@ class Api:
         try:
             answer = jsonbody.loads(raw) if raw else None
         except jsonbody.BadJson:
-            raise CommandError(code if status >= 400 else UNAVAILABLE,
-                               f"{self.addr} answered {status} with a body that is not "
-                               "JSON: is it a Genisys API?") from None
+            raise CommandError(code, f"{self.addr} answered {status} with a body that is not "
+                                     "JSON: is it a Genisys API?") from None
         if status >= 400:
             error = answer.get("error") if isinstance(answer, dict) else None
             raise CommandError(code, error or f"{self.addr} answered {status}.")
@@ -80,7 +79,7 @@ def api_url(addr: str) -> str:
     url = addr if "://" in addr else f"http://{addr}"
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:

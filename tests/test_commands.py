@@ -15,7 +15,7 @@ import requests
 from genisys import commands
 from genisys.devconsul import free_port
 from tests.connector_helpers import DEMO_COMMAND, call, unique
-from tests.support import Replica, wait_until
+from tests.support import ROOT, Replica, wait_until
 
 BIN = Path(sys.executable).parent
 DEAD = "http://127.0.0.1:9"  # nothing listens there
@@ -66,9 +66,11 @@ class Started:
 
 @pytest.fixture
 def connector(tmp_path):
-    """The process connector, started by the installed genisys-connector-process."""
+    """The process connector, started by the installed genisys-connector-process, with the
+    README's services."""
     started = Started(tmp_path, "genisys-connector-process", "--port", "0",
-                      "--log-dir", str(tmp_path))
+                      "--log-dir", str(tmp_path),
+                      "--service-file", str(ROOT / "examples" / "services.py"))
 
     def port():
         started.running()
@@ -125,6 +127,34 @@ def test_scale_then_status_shows_leader_computes_and_services(replica, connector
     assert header.index("DESIRED") == row.index(" 2 ") + 1
     error = answer["services"][service]["errors"]["dead"]
     assert f"{service} on dead: {error}" in lines
+
+
+def test_the_readmes_examples(start_replica, connector, tmp_path):
+    """Each line of the README's block runs, with the exit code its comment says."""
+    readme = (ROOT / "README.md").read_text()
+    at = readme.index("genisys computes add local2")
+    block = readme[readme.rindex("```", 0, at):readme.index("```", at)]
+    lines = [line for line in block.splitlines() if line.startswith("genisys ")]
+    port = connector.url.rsplit(":", 1)[1]
+    computes = tmp_path / "computes.py"
+    computes.write_text(f'local = {{"name": "local", "connector": "http://localhost:{port}"}}\n')
+    replica = start_replica(compute_file=str(computes))
+    wait_until(lambda: replica.request("GET", "/compute/local").status_code == 200, 10,
+               "the compute file in Consul")
+    for line in lines:
+        command, _, comment = line.partition("  #")
+        documented = re.search(r"exit (\d)", comment)
+        result = genisys(*command.replace(":7051", f":{port}").split()[1:], addr=replica.url)
+        assert result.returncode == (int(documented.group(1)) if documented else 0), \
+            f"{line}\n{result.stdout}{result.stderr}"
+        if "409" in comment:
+            assert "genisys: " in result.stderr
+        if command.strip() == "genisys scale demo 3":
+            wait_until(lambda: replica.request("GET", "/service/demo").json()["observed"]
+                       == {"local": 3}, 20, "3 demo instances")
+        if command.strip() == "genisys status":
+            assert ["demo", "3", "local=3", "local=3", "-"] in \
+                [row.split() for row in result.stdout.splitlines()]
 
 
 def test_json_prints_the_apis_answers(replica):
