@@ -18,6 +18,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 from genisys import jsonbody
@@ -127,7 +128,7 @@ def emit(args, answer, text: str) -> None:
 
 # --- commands -----------------------------------------------------------------------
 
-_COMMANDS: dict[str, tuple[str, tuple, callable]] = {}
+_COMMANDS: dict[str, tuple[str, tuple, Callable[..., int]]] = {}
 
 
 def command(name: str, help: str, *arguments):
@@ -142,7 +143,7 @@ def arg(*names, **options):
     return names, options
 
 
-def path(*parts: str) -> str:
+def api_path(*parts: str) -> str:
     return "".join(f"/{quote(part, safe='')}" for part in parts)
 
 
@@ -186,11 +187,11 @@ def render_computes(computes: dict) -> str:
          arg("service"), arg("number", help="the total, an integer >= 0"),
          arg("--compute", help="grow on this compute, shrink from it first"))
 def scale(api: Api, args) -> int:
-    before = api.get(path("service", args.service), missing_ok=True)
+    before = api.get(api_path("service", args.service), missing_ok=True)
     body = {"number": args.number}
     if args.compute is not None:
         body["compute"] = args.compute
-    answer = api.call("POST", path("service", args.service, "scale"), body)
+    answer = api.call("POST", api_path("service", args.service, "scale"), body)
     changed = before is None or ((before["desired"], before["placement"])
                                  != (answer["desired"], answer["placement"]))
     emit(args, answer, f"{answer['service']}: desired {answer['desired']}, placement "
@@ -217,8 +218,8 @@ def add_compute(api: Api, args) -> int:
 @command("computes set", "define a compute or change its connector (exit 1 when it changed)",
          arg("name"), arg("connector", help="the connector's URL, like http://127.0.0.1:7051"))
 def set_compute(api: Api, args) -> int:
-    before = api.get(path("compute", args.name), missing_ok=True)
-    answer = api.call("PUT", path("compute", args.name), {"connector": args.connector})
+    before = api.get(api_path("compute", args.name), missing_ok=True)
+    answer = api.call("PUT", api_path("compute", args.name), {"connector": args.connector})
     changed = answer != before
     emit(args, answer, f"compute {answer['name']} -> {answer['connector']}"
                        f"{'' if changed else ' (unchanged)'}")
@@ -227,7 +228,7 @@ def set_compute(api: Api, args) -> int:
 
 @command("computes rm", "delete a compute that holds no resources (exit 1)", arg("name"))
 def remove_compute(api: Api, args) -> int:
-    api.call("DELETE", path("compute", args.name))
+    api.call("DELETE", api_path("compute", args.name))
     emit(args, None, f"compute {args.name} deleted")
     return CHANGED
 

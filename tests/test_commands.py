@@ -309,3 +309,15 @@ def test_bad_addresses_are_usage_errors(addr):
 def test_tables_align_columns():
     assert commands.table(["A", "LONGER"], [["xyz", None], ["w", {}]]).splitlines() == [
         "A    LONGER", "xyz  -", "w    -"]
+
+
+def test_status_without_leader_computes_or_services():
+    assert commands.render_status("no leader is elected.", {}, {}).splitlines() == [
+        "leader: none (no leader is elected.)", "", "no compute is defined.", "",
+        "no service is known."]
+
+
+def test_options_given_before_a_sub_command_count():
+    args = commands.build_parser().parse_args(["computes", "--json", "add", "a", DEAD])
+    assert (args.json, args.run, args.name) == (True, commands.add_compute, "a")
+    assert commands.build_parser().parse_args(["computes"]).run is commands.computes
