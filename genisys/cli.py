@@ -18,6 +18,7 @@ from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, consul_answers
 from genisys.leader import LeaderElection
 from genisys.model import Compute, ValidationError
+from genisys.permissions import PermissionWatch
 from genisys.reconciler import Reconciler
 from genisys.store import Conflict, ConsulStore
 
@@ -95,6 +96,8 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
 
     store = ConsulStore.from_config(config.consul)
     store.start()
+    permissions = PermissionWatch(store)
+    permissions.start()
     context = Context(config=config, store=store, replica_id=config.replica_id)
     server = HTTPServer(make_app(context), xheaders=True)
     try:
@@ -102,6 +105,7 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.genisys.bind, config.genisys.port,
                   exc.strerror)
+        await permissions.stop()
         await store.close()
         if consul_dev:
             consul_dev.stop()
@@ -123,6 +127,7 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
                               check_ttl=config.leader.check_ttl, lead=reconciler.lead)
     context.is_leader = lambda: election.is_leader
     context.last_cycle = lambda: reconciler.last_cycle if election.is_leader else None
+    context.troubles = lambda: [*permissions.denied, *filter(None, [election.trouble])]
     await election.start()
 
     stopping = asyncio.ensure_future(stop.wait())
@@ -138,6 +143,7 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     await asyncio.gather(seeding, return_exceptions=True)
     await server.close_all_connections()
     connectors.close()
+    await permissions.stop()
     await store.close()
     if consul_dev:
         consul_dev.stop()
@@ -190,15 +196,18 @@ async def seed_computes(store: ConsulStore, computes: list[Compute]) -> None:
             await store.create_compute(compute)
             log.info("compute %s -> %s defined from the compute file", compute.name,
                      compute.connector)
-        except Conflict:
+        except Conflict as exc:
             # A first attempt may have been applied although its answer was lost.
             existing = await _quietly_get(store, compute.name)
             if existing == compute:
                 log.info("compute %s -> %s defined (as in the compute file)", compute.name,
                          compute.connector)
-            else:
+            elif existing is not None:
                 log.info("compute %s is already defined in Consul; the compute file does not "
                          "change it", compute.name)
+            else:
+                log.warning("compute %s of the compute file is not defined: %s", compute.name,
+                            exc)
         except Exception as exc:  # Consul down or refusing: try again, never give up
             if not warned:
                 log.warning("cannot write the compute file's computes to Consul yet (%s); "

@@ -2,23 +2,38 @@
 
     GET  {connector}/status                 -> {"running_resources": {svc: n}}  (optional)
     GET  {connector}/service/{svc}/status   -> {"running_resources": n}
-    POST {connector}/service/{svc}/scale {"number": n}
+    POST {connector}/service/{svc}/scale {"number": n}   -> any 2xx
+
+Every answer is distrusted: whatever a connector sends (garbage, HTML, a document nested
+100,000 levels deep) or whatever the call meets (a URL curl cannot use, a timeout) ends
+as one ConnectorError sentence for that call, never as another exception.
 
 Connections are kept alive (genisys.httpclient): one cycle makes thousands of calls
 to a handful of connectors.
 """
 
 import json
+import logging
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 from genisys.httpclient import close_client, curl_client
+from genisys.jsonbody import BadJson, excerpt, loads
+from genisys.protocol import TERM_FIELD, TERM_HEADER, service_path
 
-TERM_HEADER = "X-Genisys-Term"
+log = logging.getLogger(__name__)
 
 
 class ConnectorError(Exception):
     """The connector failed, timed out, or answered something that breaks the protocol."""
+
+
+class StaleTerm(ConnectorError):
+    """The connector refused an order (409) because it has seen the higher term `seen`."""
+
+    def __init__(self, message: str, seen: int):
+        super().__init__(message)
+        self.seen = seen
 
 
 class ConnectorClient:
@@ -31,73 +46,140 @@ class ConnectorClient:
 
     async def bulk_status(self, connector: str) -> dict[str, int] | None:
         """Every service's count in one call; None when the connector lacks the extension."""
-        code, body = await self._call("GET", f"{connector}/status")
+        code, body = await self._call("GET", connector, "/status")
         if code in (404, 405, 501):
             return None
-        counts = self._expect(code, body, connector, "GET /status")
-        if not isinstance(counts, dict) or not all(
-                isinstance(k, str) and _is_count(v) for k, v in counts.items()):
-            raise ConnectorError(f"{connector}/status did not answer a map of service counts.")
+        counts = _running_resources(_expect(code, body, connector, "GET /status"),
+                                    connector, "GET /status")
+        if not isinstance(counts, dict) or not all(_is_count(v) for v in counts.values()):
+            raise ConnectorError(f"{connector} answered GET /status without a map of "
+                                 "service counts.")
         return counts
 
     async def status(self, connector: str, service: str) -> int:
         """Running resources of one service; 0 when the connector does not define it."""
-        code, body = await self._call("GET", f"{connector}/service/{service}/status")
+        path = service_path(service, "status")
+        code, body = await self._call("GET", connector, path)
         if code in (404, 501):
             return 0
-        count = self._expect(code, body, connector, f"GET /service/{service}/status")
+        count = _running_resources(_expect(code, body, connector, f"GET {path}"),
+                                   connector, f"GET {path}")
         if not _is_count(count):
-            raise ConnectorError(f"{connector} answered a running_resources that is not a "
-                                 f"count for {service}: {count!r:.60}.")
+            raise ConnectorError(f"{connector} answered GET {path} with a running_resources "
+                                 f"that is not a count: {excerpt(repr(count), 60)}")
         return count
 
-    async def scale(self, connector: str, service: str, number: int, term: int | None) -> int:
+    async def scale(self, connector: str, service: str, number: int,
+                    term: int | None) -> int | None:
+        """Order `number` instances; the count the answer names, or None when a 2xx answer
+        names none (an empty body is a valid answer): the caller observes it then.
+        StaleTerm when the connector has seen a higher term."""
+        path = service_path(service, "scale")
         headers = {"Content-Type": "application/json"}
         if term is not None:
             headers[TERM_HEADER] = str(term)
-        code, body = await self._call("POST", f"{connector}/service/{service}/scale",
-                                      json.dumps({"number": number}), headers)
+        code, body = await self._call("POST", connector, path, json.dumps({"number": number}),
+                                      headers)
         if code == 404:
             raise ConnectorError(f"service {service} is not defined on {connector}.")
-        count = self._expect(code, body, connector, f"POST /service/{service}/scale")
-        return count if _is_count(count) else number
-
-    async def _call(self, method, url, body=None, headers=None) -> tuple[int, bytes]:
-        request = HTTPRequest(url, method=method, body=body, headers=headers,
-                              connect_timeout=self.timeout, request_timeout=self.timeout)
+        if code == 409:
+            seen = _stale_term(body)
+            if seen is not None:
+                raise StaleTerm(f"{connector} has seen term {seen}, newer than {term}: "
+                                "a newer leader gives the orders.", seen)
+        if not 200 <= code < 300:
+            raise ConnectorError(f"{connector} answered {code} to POST {path}: "
+                                 f"{_error_detail(body)}")
         try:
+            answer = loads(body)
+        except BadJson:
+            return None  # accepted; a body that is not the protocol's names no count
+        count = answer.get("running_resources") if isinstance(answer, dict) else None
+        return count if _is_count(count) else None
+
+    async def order(self, connector: str, service: str, number: int, term) -> int:
+        """Send the leader's order; the count running afterwards.
+
+        A connector that has seen a higher term (a stray header, a Consul reset, a newer
+        leader) names it: the term is raised above it, only while this replica still
+        holds the lock (`term.raise_above`), and the order sent once more. An answer
+        without a count is followed by a status call.
+        """
+        try:
+            count = await self.scale(connector, service, number, term.number)
+        except StaleTerm as stale:
+            if not await term.raise_above(stale.seen):
+                raise
+            log.info("%s had seen term %d: raised this leader's term to %d", connector,
+                     stale.seen, term.number)
+            count = await self.scale(connector, service, number, term.number)
+        if count is None:
+            count = await self.status(connector, service)
+        return count
+
+    async def _call(self, method, connector, path, body=None, headers=None
+                    ) -> tuple[int, bytes]:
+        url = connector.rstrip("/") + path
+        try:
+            request = HTTPRequest(url, method=method, body=body, headers=headers,
+                                  connect_timeout=self.timeout, request_timeout=self.timeout)
             response = await self._http.fetch(request, raise_error=False)
         except HTTPClientError as exc:  # timeouts and refused connections are 599s
-            raise ConnectorError(_describe_failure(url, exc)) from None
+            raise ConnectorError(_describe_failure(connector, exc)) from None
         except OSError as exc:
-            raise ConnectorError(f"{url} is unreachable: {exc.strerror or exc}.") from None
+            raise ConnectorError(f"{connector} is unreachable: {exc.strerror or exc}.") from None
+        except (ValueError, TypeError) as exc:  # curl refuses the URL (UnicodeEncodeError...)
+            raise ConnectorError(f"{excerpt(connector, 80)} is not a usable connector URL: "
+                                 f"{excerpt(str(exc), 80)}") from None
         return response.code, response.body or b""
 
-    @staticmethod
-    def _expect(code: int, body: bytes, connector: str, call: str):
-        """The running_resources of a 2xx JSON answer; ConnectorError for anything else."""
-        if not 200 <= code < 300:
-            try:
-                detail = json.loads(body).get("error")
-            except (ValueError, AttributeError):
-                detail = None
-            detail = detail or body.decode(errors="replace").strip()[:120] or "no details"
-            raise ConnectorError(f"{connector} answered {code} to {call}: {detail}")
-        try:
-            answer = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            raise ConnectorError(f"{connector} answered invalid JSON to {call}.") from None
-        if not isinstance(answer, dict) or "running_resources" not in answer:
-            raise ConnectorError(f"{connector} answered {call} without running_resources.")
-        return answer["running_resources"]
+
+def _expect(code: int, body: bytes, connector: str, call: str):
+    """The decoded body of a 2xx JSON answer; ConnectorError for anything else."""
+    if not 200 <= code < 300:
+        raise ConnectorError(f"{connector} answered {code} to {call}: {_error_detail(body)}")
+    try:
+        return loads(body)
+    except BadJson:
+        raise ConnectorError(f"{connector} answered invalid JSON to {call}.") from None
+
+
+def _running_resources(answer, connector: str, call: str):
+    if not isinstance(answer, dict) or "running_resources" not in answer:
+        raise ConnectorError(f"{connector} answered {call} without running_resources.")
+    return answer["running_resources"]
+
+
+def _error_detail(body: bytes) -> str:
+    """The error's own sentence from a JSON error body; else a short plain excerpt
+    of whatever came (an HTML error page is reduced to its text)."""
+    try:
+        detail = loads(body)
+    except BadJson:
+        detail = None
+    if isinstance(detail, dict) and isinstance(detail.get("error"), str):
+        detail = detail["error"]
+    elif detail is not None:
+        detail = None
+    return excerpt(detail if detail is not None else body) or "no details."
+
+
+def _stale_term(body: bytes) -> int | None:
+    """The term a 409 answer names as the highest seen (TERM_FIELD), if it names one."""
+    try:
+        answer = loads(body)
+    except BadJson:
+        return None
+    seen = answer.get(TERM_FIELD) if isinstance(answer, dict) else None
+    return seen if _is_count(seen) else None
 
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _describe_failure(url: str, exc: HTTPClientError) -> str:
-    message = str(exc).removeprefix("HTTP 599: ").rstrip(".")
+def _describe_failure(connector: str, exc: HTTPClientError) -> str:
+    message = excerpt(str(exc).removeprefix("HTTP 599: ").rstrip("."))
     if "Timeout" in message or "timed out" in message:
-        return f"{url} did not answer in time."
-    return f"{url} is unreachable: {message}."
+        return f"{connector} did not answer in time."
+    return f"{connector} is unreachable: {message}."

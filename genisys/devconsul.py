@@ -67,12 +67,15 @@ class DevConsul:
     """A `consul agent -dev` child process; use start(), then stop().
 
     With `data_dir`, a single-server agent that keeps its data on disk instead, so a
-    test can stop and restart Consul without losing the state.
+    test can stop and restart Consul without losing the state. With `acl_master_token`,
+    ACLs are enabled with default policy deny; that token may do everything (the agent
+    uses it for its own registration too).
     """
 
     def __init__(self, http_port: int | None = None, binary: str | None = None,
-                 data_dir: str | None = None):
+                 data_dir: str | None = None, acl_master_token: str | None = None):
         self.data_dir = data_dir
+        self.acl_master_token = acl_master_token
         self.binary = binary or find_consul_binary()
         if self.binary is None:
             raise RuntimeError(INSTALL_HINT)
@@ -97,6 +100,10 @@ class DevConsul:
                    "-log-level", "warn"]
         for flag, port in self.ports.items():
             command += [flag, str(port)]
+        if self.acl_master_token:
+            token = self.acl_master_token
+            command += ["-hcl", f'acl {{ enabled = true default_policy = "deny" tokens {{ '
+                                f'master = "{token}" agent = "{token}" }} }}']
         self._log = tempfile.NamedTemporaryFile(prefix="consul-dev-", suffix=".log", delete=False)
         log.info("starting a local Consul agent on %s (%s), its log in %s",
                  self.address, self.binary, self._log.name)

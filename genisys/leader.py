@@ -4,7 +4,8 @@ Every replica registers itself in Consul's catalog as service `genisys`, with a 
 that it passes about every second, and holds a session bound to that check (and to the
 node's serfHealth). It campaigns for the key `{key_prefix}leader`: the replica whose
 session holds it is the leader; the others wait on the key with blocking queries and try
-again the moment it is free. A term of leadership is the key's LockIndex.
+again the moment it is free. A term of leadership is an epoch kept in Consul next to the
+lock, `{key_prefix}term`: see Term.
 
 Safety: a leader stops leading (cancels its work, before anything else) as soon as it
 cannot show that it still holds the lock:
@@ -56,22 +57,38 @@ class TwinReplica(Exception):
 class Term:
     """One term of this replica's leadership, handed to the leader's work.
 
-    `number` is the lock's LockIndex: it grows with every change of holder, so it fences
-    a deposed leader's orders. `session` is the Consul session that holds the lock (for
-    transactions guarded by `check-session`). `valid()` turns False the moment this
-    replica may no longer lead; it is a local check, without I/O, cheap enough to call
-    before each batch of actions.
+    `number` fences a deposed leader's orders: a new leader starts at max(stored term,
+    LockIndex) + 1, kept in Consul only while it holds the lock, so it is above every
+    term before it, even after a Consul reset. It may grow during the term:
+    `raise_above(seen)` lifts it past a term a connector has seen (a stray header, a
+    reset Consul), again only while this replica holds the lock. `session` is the Consul
+    session that holds the lock (for transactions guarded by `check-session`). `valid()`
+    turns False the moment this replica may no longer lead; it is a local check, without
+    I/O, cheap enough to call before each batch of actions.
     """
 
-    __slots__ = ("number", "session", "_valid")
+    __slots__ = ("number", "session", "_valid", "_raise", "_raising")
 
-    def __init__(self, number: int, session: str, valid: Callable[["Term"], bool]):
+    def __init__(self, number: int, session: str, valid: Callable[["Term"], bool],
+                 raise_term: Callable[[str, int], Awaitable[int | None]]):
         self.number = number
         self.session = session
         self._valid = valid
+        self._raise = raise_term  # (session, above) -> the new term, None when deposed
+        self._raising = asyncio.Lock()
 
     def valid(self) -> bool:
         return self._valid(self)
+
+    async def raise_above(self, seen: int) -> bool:
+        """Make `number` exceed `seen`; True when it does and this replica still leads."""
+        async with self._raising:  # many orders meet the same connector's term at once
+            if self.number <= seen and self.valid():
+                raised = await self._raise(self.session, seen)
+                if raised is None:
+                    return False
+                self.number = max(self.number, raised)
+            return self.number > seen and self.valid()
 
     def __repr__(self) -> str:
         return f"Term({self.number}, valid={self.valid()})"
@@ -123,6 +140,17 @@ class LeaderElection:
     def is_leader(self) -> bool:
         term = self._term
         return term is not None and term.valid()
+
+    @property
+    def trouble(self) -> str | None:
+        """Why this replica cannot take part in the election now (None: it can), for
+        /health; Consul's refusals show in the log and the permission probe."""
+        if not self._registered.is_set():
+            return f"this replica is not registered in Consul's catalog as {self.service_id}."
+        if time.monotonic() >= self._pass_ok_at + self.margin:
+            return (f"this replica's TTL check {self.check_id} has not passed in Consul for "
+                    f"{self.margin:g}s.")
+        return None
 
     async def start(self) -> None:
         """Start the heartbeat and the campaign; returns at once."""
@@ -205,7 +233,7 @@ class LeaderElection:
         earlier run killed moments ago (it lapses within the TTL) or to a live twin (it
         keeps passing). Two replicas with one id would take each other's session for a
         dead one's, so a twin is refused."""
-        deadline, waiting, failing = time.monotonic() + self.check_ttl * 1.5 + 1.0, False, False
+        deadline, failing = None, False
         while True:
             try:
                 if "passing" not in await self._store.check_statuses(self.check_id):
@@ -219,16 +247,16 @@ class LeaderElection:
                 failing = True
                 await asyncio.sleep(MAX_BACKOFF)
                 continue
-            if time.monotonic() > deadline:
+            if deadline is None:  # from the first sight of it: Consul may have been down
+                deadline = time.monotonic() + self.check_ttl * 1.5 + 1.0
+                log.info("the check of replica id %s passed recently: waiting up to %.1fs "
+                         "for it to lapse (an earlier run of this replica that stopped)",
+                         self.replica_id, deadline - time.monotonic())
+            elif time.monotonic() > deadline:
                 raise TwinReplica(
                     f"another replica with id {self.replica_id} is running (its check "
                     f"{self.check_id} keeps passing in Consul): give each replica its own "
                     "leader.id (GENISYS_LEADER_ID), or leave it empty for a unique one")
-            if not waiting:
-                log.info("the check of replica id %s passed recently: waiting up to %.1fs "
-                         "for it to lapse (an earlier run of this replica that stopped)",
-                         self.replica_id, deadline - time.monotonic())
-                waiting = True
             await asyncio.sleep(0.2)
 
     # -- campaign: session, acquire, lead or follow ------------------------------------
@@ -291,12 +319,15 @@ class LeaderElection:
             holder = (lock.value.get("id"), lock.lock_index)
             if holder != self._following:
                 self._following = holder
-                log.info("following replica %s (term %d)", holder[0], holder[1])
+                log.info("following replica %s (lock index %d)", holder[0], holder[1])
             first = False
 
     async def _lead_term(self, lock: LeaderLock, index: int, sent: float) -> None:
+        number = await self._store.raise_term(lock.session, lock.lock_index)
+        if number is None:
+            return  # the lock was lost meanwhile: campaign again
         self._held_at = sent
-        term = Term(lock.lock_index, lock.session, self._term_is_valid)
+        term = Term(number, lock.session, self._term_is_valid, self._store.raise_term)
         self._term, self._following = term, None
         log.info("I am the leader (term %d)", term.number)
         if self._lead is not None:

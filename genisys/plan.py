@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 
 from genisys.placement import NoComputeError, place, placement_total
 
+# Accepted orders after which a pair that still reports another count gets a warning
+# (the first order may legitimately be observed before it has taken effect).
+WARN_AFTER = 3
+
 
 @dataclass(frozen=True)
 class Desired:
@@ -22,6 +26,11 @@ class Observed:
     """What the connectors said in one cycle."""
     counts: dict[tuple[str, str], int] = field(default_factory=dict)   # (service, compute) -> n
     errors: dict[tuple[str, str], str] = field(default_factory=dict)   # (service, compute) -> why
+
+
+# (service, compute) -> (number ordered, orders the connector accepted since the pair
+# last reported what is placed)
+OrderCounts = dict[tuple[str, str], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -66,3 +75,32 @@ def scale_orders(desired: Desired, observed: Observed) -> list[ScaleOrder]:
             if have is not None and have != want:
                 orders.append(ScaleOrder(service, compute, want, have))
     return orders
+
+
+def open_orders(orders: OrderCounts, desired: Desired, observed: Observed) -> OrderCounts:
+    """The order counts still open after this observation. A pair's count closes once it
+    reports what is placed, or when its placement moves on; pairs of services outside
+    `desired` (a cycle over some services only) are kept as they are."""
+    still_open = {}
+    for (service, compute), (number, accepted) in orders.items():
+        if service in desired.totals:
+            placed = desired.placements.get(service, {}).get(compute, 0)
+            if number != placed or observed.counts.get((service, compute)) == placed:
+                continue
+        still_open[service, compute] = (number, accepted)
+    return still_open
+
+
+def order_warnings(orders: OrderCounts, observed: Observed) -> dict[tuple[str, str], str]:
+    """A sentence per pair whose connector accepted WARN_AFTER orders or more yet reports
+    another count: it ignores its orders, or reports more than it was told to run."""
+    warnings = {}
+    for pair, (number, accepted) in orders.items():
+        count = observed.counts.get(pair)
+        if accepted < WARN_AFTER or count is None or count == number:
+            continue
+        if count > number:
+            warnings[pair] = f"reports {count} running, more than the {number} placed"
+        else:
+            warnings[pair] = f"ordered {number}, still reports {count} after {accepted} orders"
+    return warnings

@@ -5,6 +5,10 @@ placements prefixes wakes the loop at once for just the services that changed, s
 scale request reaches its connector in milliseconds. Each cycle reads one snapshot,
 decides with pure functions (genisys.plan), then acts. A failing cycle is logged and
 the next one runs: the loop never dies.
+
+Containment: whatever one (service, compute) pair meets, an exception of any type
+included, is recorded as that pair's error and every other pair goes on. A pair whose
+connector accepts orders but keeps reporting another count gets a warning instead.
 """
 
 import asyncio
@@ -14,10 +18,25 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError
-from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
+from genisys.jsonbody import excerpt
+from genisys.plan import (
+    Desired,
+    Observed,
+    OrderCounts,
+    ScaleOrder,
+    open_orders,
+    order_warnings,
+    placements_to_fix,
+    scale_orders,
+)
+from genisys.retirement import Retirement
 from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
 
 log = logging.getLogger(__name__)
+
+# The longest sentence recorded per pair: a status record holds one per compute, and the
+# leader writes up to 62 records per Consul transaction (at most 512 KiB).
+MAX_SENTENCE = 300
 
 
 class Reconciler:
@@ -29,10 +48,14 @@ class Reconciler:
         self.concurrency = concurrency
         self.service_prefix = service_prefix
         self.strategy = strategy
+        self.retirement = Retirement(store, client, concurrency)
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
         # What this leader last wrote to each status key: only changes are written, and
         # comparing with this costs nothing per unchanged service.
-        self._recorded: dict[str, tuple[dict, dict]] | None = None
+        self._recorded: dict[str, tuple[dict, dict, dict]] | None = None
+        # Orders accepted per pair while it reports another count: for the warnings.
+        self._orders: OrderCounts = {}
+        self._unexpected: set[str] = set()  # unexpected errors logged this term
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
@@ -56,6 +79,7 @@ class Reconciler:
                  self.poll_interval)
         self._full_due = True
         self._recorded = None
+        self._orders, self._unexpected = {}, set()
         next_full = time.monotonic()
         while True:
             now = time.monotonic()
@@ -106,7 +130,8 @@ class Reconciler:
         """One observe -> plan -> act pass over `services` (None: every managed service)."""
         desired, indexes = self.store.desired_snapshot(services)
         if self._recorded is None:  # a new term: start from what Consul holds
-            self._recorded = {service: (status.get("observed"), status.get("errors"))
+            self._recorded = {service: (status.get("observed"), status.get("errors"),
+                                        status.get("warnings"))
                               for service, status in (await self.store.statuses()).items()}
         managed = set(desired.totals)
         if services is None and self.service_prefix:
@@ -125,6 +150,9 @@ class Reconciler:
         bulk = services is None or len(managed) >= self.concurrency
         observed = await self.observe(desired.computes, managed, bulk=bulk)
         orders = scale_orders(desired, observed)
+        # From what the connectors report, not from their answers to this cycle's orders.
+        self._orders = open_orders(self._orders, desired, observed)
+        warnings = order_warnings(self._orders, observed)
 
         if not term.valid():
             return f"no longer leading: dropped {len(orders)} orders"
@@ -133,9 +161,12 @@ class Reconciler:
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
         await self.act(orders, desired.computes, observed, term)
-        statuses = self._changed_statuses(desired, managed, observed)
+        statuses = self._changed_statuses(desired, managed, observed, warnings)
         if term.valid() and await self.store.leader_write(term.session, {}, statuses):
-            self._recorded.update((s, (v["observed"], v["errors"])) for s, v in statuses.items())
+            self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
+                                  for s, v in statuses.items())
+        if services is None:  # connectors that left the registry: stop what runs there
+            await self.retirement.drain(term, managed)
         failed = len({key[0] for key in observed.errors})
         return (f"{len(managed)} services on {len(desired.computes)} computes, "
                 f"{failed} with errors, {len(orders)} orders")
@@ -153,9 +184,10 @@ class Reconciler:
             if bulk:
                 try:
                     counts = await self.client.bulk_status(url)
-                except ConnectorError as exc:
+                except Exception as exc:
                     for service in services:
-                        observed.errors[service, compute] = str(exc)
+                        observed.errors[service, compute] = self._failure(
+                            exc, f"observing {compute}")
                     return
             if counts is not None:
                 for service in services:
@@ -166,8 +198,9 @@ class Reconciler:
                 async with limit:
                     try:
                         observed.counts[service, compute] = await self.client.status(url, service)
-                    except ConnectorError as exc:
-                        observed.errors[service, compute] = str(exc)
+                    except Exception as exc:
+                        observed.errors[service, compute] = self._failure(
+                            exc, f"observing {service} on {compute}")
 
             await asyncio.gather(*(one_service(s) for s in services))
 
@@ -183,18 +216,24 @@ class Reconciler:
             async with limits.setdefault(order.compute, asyncio.Semaphore(self.concurrency)):
                 log.info("scaling %s on %s from %d to %d (term %d)", order.service,
                          order.compute, order.observed, order.number, term.number)
+                pair = (order.service, order.compute)
                 try:
-                    count = await self.client.scale(url, order.service, order.number, term.number)
-                except ConnectorError as exc:
-                    log.warning("scaling %s on %s failed: %s", order.service, order.compute, exc)
-                    observed.errors[order.service, order.compute] = str(exc)
+                    count = await self.client.order(url, order.service, order.number, term)
+                except Exception as exc:
+                    observed.errors[pair] = self._failure(
+                        exc, f"scaling {order.service} on {order.compute}")
+                    log.warning("scaling %s on %s failed: %s", order.service, order.compute,
+                                observed.errors[pair])
                     return
-                observed.counts[order.service, order.compute] = count
+                ordered, accepted = self._orders.get(pair, (order.number, 0))
+                self._orders[pair] = (order.number,
+                                      accepted + 1 if ordered == order.number else 1)
+                observed.counts[pair] = count
 
         await asyncio.gather(*(send(o, computes[o.compute]) for o in orders))
 
-    def _changed_statuses(self, desired: Desired, managed: set[str],
-                          observed: Observed) -> dict[str, dict]:
+    def _changed_statuses(self, desired: Desired, managed: set[str], observed: Observed,
+                          warnings: dict[tuple[str, str], str]) -> dict[str, dict]:
         """Status records that differ from what this leader last wrote: only those."""
         changed = {}
         for service in managed:
@@ -203,10 +242,25 @@ class Reconciler:
                              if (service, c) in observed.counts},
                 "errors": {c: observed.errors[service, c] for c in desired.computes
                            if (service, c) in observed.errors},
+                "warnings": {c: warnings[service, c] for c in desired.computes
+                             if (service, c) in warnings},
             }
-            if self._recorded.get(service) != (status["observed"], status["errors"]):
+            if self._recorded.get(service) != (status["observed"], status["errors"],
+                                               status["warnings"]):
                 changed[service] = {**status, "observed_at": _now()}
         return changed
+
+    def _failure(self, exc: Exception, doing: str) -> str:
+        """The sentence recorded for a pair, short. Anything but a ConnectorError is a bug:
+        its traceback is logged once per term, not once per pair and cycle."""
+        if isinstance(exc, ConnectorError):
+            return excerpt(str(exc), MAX_SENTENCE)
+        sentence = f"unexpected error: {type(exc).__name__}: {excerpt(str(exc))}"
+        if sentence not in self._unexpected:
+            self._unexpected.add(sentence)
+            log.error("%s failed unexpectedly; recorded for that pair only", doing,
+                      exc_info=exc)
+        return sentence
 
 
 def _describe(placement: dict[str, int]) -> str:

@@ -34,6 +34,7 @@ from genisys.model import (
     validate_url,
 )
 from genisys.plan import Desired
+from genisys.protocol import MAX_TERM
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,24 @@ class Conflict(Exception):
     pass
 
 
+class PermissionDenied(ConsulException):
+    """Consul's ACLs refused the request: the message names the rule the token lacks.
+
+    A ConsulException, so that whatever survives Consul's refusals survives this one."""
+
+
+UNKNOWN_TOKEN = ("Consul does not know the configured ACL token: check consul.token or "
+                 "CONSUL_HTTP_TOKEN.")
+
+
+def denied_key(key: str, access: str, key_prefixes=()) -> str:
+    """The sentence for a denied `access` ("read" or "write") of `key`, naming the rule
+    the README's minimal policy grants for it: its configured prefix's."""
+    prefix = max((p for p in key_prefixes if key.startswith(p)), key=len, default=None)
+    rule = f'key_prefix "{prefix}"' if prefix else f'key "{key[:200]}"'
+    return f"Consul denied key {access} on {key[:200]}: the token needs {rule} {access}."
+
+
 class _TornadoHTTPClient(consul.base.HTTPClient):
     """py-consul's transport, on Tornado's curl client (genisys.httpclient)."""
 
@@ -63,8 +82,25 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self._client = curl_client(max_connections=100)
+        self.key_prefixes: tuple[str, ...] = ()  # the rules a denial names (ConsulStore sets them)
 
     async def _request(self, callback, method, path, params, data=None, headers=None):
+        response = await self._fetch(method, path, params, data, headers)
+        if response.code == 403:
+            raise PermissionDenied(UNKNOWN_TOKEN if b"ACL not found" in response.body
+                                   else self._denial(method, path))
+        if response.code == 404 and method == "GET" and path.startswith("/v1/kv/") \
+                and "recurse" in dict(params or ()):
+            # Consul answers a recursive read it filtered out entirely with a 404, as for an
+            # empty prefix; a read of the prefix itself tells the two apart (403 if denied).
+            single = await self._fetch("GET", path, None, None, headers)
+            if single.code == 403:
+                raise PermissionDenied(UNKNOWN_TOKEN if b"ACL not found" in single.body
+                                       else self._denial(method, path))
+        body = response.body.decode("utf-8", errors="replace") if response.body else ""
+        return callback(consul.base.Response(response.code, response.headers, body))
+
+    async def _fetch(self, method, path, params, data, headers):
         request_timeout = self.timeout
         wait = dict(params or ()).get("wait")
         if wait:  # a blocking query: Consul may hold it for wait + wait/16
@@ -82,8 +118,21 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
         if response.code >= 500:
             raise ConsulUnavailable(f"Consul at {self.base_uri} answered {response.code}: "
                                     f"{response.body.decode(errors='replace').strip()[:200]}")
-        body = response.body.decode("utf-8", errors="replace") if response.body else ""
-        return callback(consul.base.Response(response.code, response.headers, body))
+        return response
+
+    def _denial(self, method: str, path: str) -> str:
+        """The sentence for a request Consul's ACLs refused."""
+        if path.startswith("/v1/kv/"):
+            return denied_key(path[len("/v1/kv/"):], "read" if method == "GET" else "write",
+                              self.key_prefixes)
+        if path.startswith("/v1/session/"):
+            return ("Consul denied session write on this agent's node: the token needs "
+                    'session_prefix "" write.')
+        if path.startswith(("/v1/agent/service/", "/v1/agent/check/",
+                            "/v1/agent/connect/authorize")):
+            return (f"Consul denied service write on {SERVICE_NAME}: the token needs "
+                    f'service "{SERVICE_NAME}" write.')
+        return f"Consul denied {method} {path[:200]}: the token lacks the permission."
 
     def get(self, callback, path, params=None, headers=None, raw=False):
         return self._request(callback, "GET", path, params, headers=headers)
@@ -154,6 +203,7 @@ class PrefixView:
         self.entries: dict[str, Entry] = {}
         self.index = 0
         self.synced = False
+        self.error: Exception | None = None  # why the last read failed, while not synced
         self._task: asyncio.Task | None = None
         self._own: dict[str, Entry] = {}  # own writes the watch has not brought back yet
 
@@ -175,8 +225,8 @@ class PrefixView:
         """Read the prefix now (not blocking) and install it: read-your-writes."""
         try:
             index, items = await self._client.kv.get(self.prefix, recurse=True)
-        except (ConsulUnavailable, ConsulException):
-            self.synced = False
+        except (ConsulUnavailable, ConsulException) as exc:
+            self.synced, self.error = False, exc
             raise
         self._install(int(index), items, force=False)
 
@@ -190,9 +240,9 @@ class PrefixView:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the watch must never die; it retries with back-off
-                if self.synced or failures == 0:
+                if self.synced or failures == 0 or str(exc) != str(self.error):
                     log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.synced = False
+                self.synced, self.error = False, exc
                 failures += 1
                 await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
                 continue
@@ -209,7 +259,7 @@ class PrefixView:
         entries = {item["Key"]: _entry(item) for item in items or ()}
         self._own = {} if force else {k: e for k, e in self._own.items() if e.modify_index > index}
         entries.update(self._own)
-        self.synced = True
+        self.synced, self.error = True, None
         self._set(entries, index)
 
     def _set(self, entries: dict[str, Entry], index: int) -> None:
@@ -258,7 +308,9 @@ class ConsulStore:
         self.status_prefix = f"{key_prefix}status/"
         self.retired_prefix = f"{key_prefix}retired/"
         self.leader_key = f"{key_prefix}leader"
+        self.term_key = f"{key_prefix}term"
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout)
+        self.consul.http.key_prefixes = (key_prefix, resources_key_prefix)
         self.computes_view = PrefixView(self.consul, self.computes_prefix)
         self._decoded_from: dict | None = None  # the view entries _decoded was made from
         self._decoded: tuple[list[tuple[Compute, int]], dict[str, Compute]] = ([], {})
@@ -289,6 +341,45 @@ class ConsulStore:
         if not leader:
             raise ConsulUnavailable(f"Consul at {self.address} has no leader")
         return leader
+
+    async def denied_permissions(self) -> list[str]:
+        """What Genisys needs and the ACL token may not do, one sentence each (empty when
+        nothing is denied). Changes nothing; ConsulUnavailable when Consul does not answer."""
+        keys = (self.computes_prefix, self.placements_prefix, self.status_prefix,
+                self.leader_key, self.resources_key_prefix)
+        denied = []
+        for key in keys:  # a single-key read answers 403 when reading is denied
+            try:
+                await self.consul.kv.get(key)
+            except PermissionDenied as exc:
+                denied.append(str(exc))
+        # Consul checks every operation's permission before it runs any; a delete-cas of a
+        # key that does not exist (or has another index) changes nothing when allowed.
+        ops = [_kv("delete-cas", key, index=1) for key in keys]
+        try:
+            denied += await self.consul.http.put(
+                lambda response: _denials(ops, response.body, self.consul.http.key_prefixes),
+                "/v1/txn", data=json.dumps(ops), headers=self.consul.prepare_headers())
+        except PermissionDenied as exc:
+            denied.append(str(exc))
+        try:  # allowed, it fails on the missing check ("Missing check ... registration")
+            session = await self.consul.session.create(checks=[f"{SERVICE_NAME}-acl-probe"])
+            await self.consul.session.destroy(session)
+        except PermissionDenied as exc:
+            denied.append(str(exc))
+        except ConsulUnavailable as exc:
+            if "Missing check" not in str(exc):
+                raise
+        try:  # Consul checks service write on Target first, then the (foreign) certificate
+            await self.consul.http.post(
+                lambda response: None, "/v1/agent/connect/authorize",
+                data=json.dumps({"Target": SERVICE_NAME, "ClientCertURI": _PROBE_CERT_URI}),
+                headers=self.consul.prepare_headers())
+        except PermissionDenied as exc:
+            denied.append(str(exc))
+        except ConsulUnavailable:
+            pass  # cannot tell here; a denied registration shows in the election's state
+        return list(dict.fromkeys(denied))  # an unknown token says so once
 
     # -- leader election: catalog registration, TTL check, session, lock ----------------
     # Used by genisys/leader.py only; the lock is `leader_key`, held by a session bound
@@ -379,6 +470,28 @@ class ConsulStore:
                                       lock_index=item.get("LockIndex", 0),
                                       modify_index=item["ModifyIndex"],
                                       value=value if isinstance(value, dict) else {})
+
+    async def raise_term(self, session: str, above: int) -> int | None:
+        """Make the leader's term max(stored term, `above`) + 1, in one transaction guarded
+        by `session`'s hold on the leader lock; the new term, or None when `session` no
+        longer holds the lock (a deposed leader can never raise it)."""
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        for _ in range(TERM_ATTEMPTS):
+            _, item = await self.consul.kv.get(self.term_key, consistency="consistent")
+            stored = _from_json(item and item.get("Value"))
+            if not isinstance(stored, int) or isinstance(stored, bool) or stored < 0:
+                if item is not None:
+                    _warn_once(f"{self.term_key} holds no term; counting from the lock's")
+                stored = 0
+            term = min(max(stored, above) + 1, MAX_TERM)
+            index = item["ModifyIndex"] if item else 0
+            if await self._txn([guard, _kv("cas", self.term_key, str(term), index)]) is not None:
+                return term
+            _, lock = await self.read_leader()
+            if lock is None or lock.session != session:
+                return None
+            # Still ours: the key changed between the read and the write; read it again.
+        raise ConsulException(f"{self.term_key} kept changing under the leader's writes")
 
     # -- computes ---------------------------------------------------------------------
 
@@ -710,11 +823,21 @@ class ConsulStore:
                 "placement": _parse_placement(placement and placement.value),
                 "observed": observed.get("observed", {}),
                 "errors": observed.get("errors", {}),
+                "warnings": observed.get("warnings", {}),
                 "observed_at": observed.get("observed_at"),
             }
         return records
 
+    def view_troubles(self) -> list[str]:
+        """Why reads cannot be served from the local views, one sentence per view."""
+        return [str(view.error) if isinstance(view.error, PermissionDenied)
+                else f"the local view of {view.prefix} is not in sync with Consul."
+                for view in self._views if not view.synced]
+
     def _check_synced(self) -> None:
+        for view in self._views:
+            if not view.synced and isinstance(view.error, PermissionDenied):
+                raise view.error  # its sentence names the missing permission
         if not all(view.synced for view in self._views):
             raise ConsulUnavailable(f"Consul at {self.address} is not answering: the local "
                                     "view of its state is not in sync")
@@ -765,6 +888,7 @@ class ConsulStore:
 
         def outcome(response):
             if response.code == 409:
+                _raise_if_denied(ops, response.body, self.consul.http.key_prefixes)
                 return None
             if response.code != 200:
                 raise ConsulException(f"transaction refused ({response.code}): "
@@ -779,8 +903,41 @@ class ConsulStore:
                                           headers=self.consul.prepare_headers())
 
 
+def _raise_if_denied(ops: list[dict], body: str, key_prefixes) -> None:
+    """A transaction Consul's ACLs refused answers 409 like a failed check-and-set: raise
+    PermissionDenied for its first refused operation."""
+    denied = _denials(ops, body, key_prefixes)
+    if denied:
+        raise PermissionDenied(denied[0])
+
+
+def _denials(ops: list[dict], body: str, key_prefixes) -> list[str]:
+    """A transaction's answer says "Permission denied" for each operation the ACLs refuse."""
+    try:
+        errors = json.loads(body or "{}").get("Errors") or ()
+    except (ValueError, AttributeError):
+        return []
+    denied = []
+    for error in errors:
+        if not isinstance(error, dict) or "Permission denied" not in str(error.get("What")):
+            continue
+        at = error.get("OpIndex")
+        if isinstance(at, int) and 0 <= at < len(ops):
+            op = ops[at]["KV"]
+            access = "read" if op["Verb"] in _READ_VERBS else "write"
+            denied.append(denied_key(op["Key"], access, key_prefixes))
+    return denied
+
+
+# A certificate of another trust domain: Connect authorizes nothing with it.
+_PROBE_CERT_URI = "spiffe://00000000-0000-0000-0000-000000000000.consul/ns/default/dc/dc1/svc/probe"
+_READ_VERBS = ("get", "get-tree", "check-index", "check-session", "check-not-exists")
+
 # Consul's limit of operations in one transaction.
 TXN_OPS = 64
+
+# A leader's term key changes only under its own writes: a few attempts are plenty.
+TERM_ATTEMPTS = 5
 
 
 def _entry(item: dict) -> Entry:

@@ -61,7 +61,8 @@ def test_get_service_shows_desired_and_placement(two_computes):
     assert record["placement"] == {"b": 3}
     # No connector answers at these addresses: the leader can only report errors.
     assert record["observed"] == {}
-    assert set(record) == {"desired", "placement", "observed", "errors", "observed_at"}
+    assert set(record) == {"desired", "placement", "observed", "errors", "warnings",
+                           "observed_at"}
     listed = two_computes.request("GET", "/service").json()
     assert list(listed) == ["web"]
     assert listed["web"]["placement"] == {"b": 3}

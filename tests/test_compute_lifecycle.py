@@ -217,3 +217,15 @@ def test_scales_succeed_while_the_compute_they_use_keeps_changing(start_replica)
         mover.join()
     assert statuses == [202] * 160
     assert len(moves) > 10 and set(moves) == {200}
+
+
+def test_the_compute_file_says_why_a_compute_on_a_taken_connector_is_not_defined(
+        start_replica, tmp_path):
+    computes = tmp_path / "computes.py"
+    computes.write_text('local = {"name": "local", "connector": "http://localhost:7051"}\n'
+                        'twin = {"name": "twin", "connector": "http://127.0.0.1:7051"}\n')
+    replica = start_replica(compute_file=str(computes))
+    wait_until(lambda: "compute twin of the compute file is not defined" in replica.log(),
+               timeout=10, what="the warning")
+    assert "already the connector of compute 'local'" in replica.log()
+    assert list(replica.request("GET", "/compute").json()) == ["local"]

@@ -24,6 +24,8 @@ class Context:
     # When the leader's last reconcile cycle completed (None on followers): a stuck loop
     # shows in /health.
     last_cycle: Callable[[], dict | None] = field(default=lambda: None)
+    # Why the replica cannot do its job (denied permissions, election), for /health.
+    troubles: Callable[[], list[str]] = field(default=lambda: [])
 
 
 def make_app(context: Context) -> tornado.web.Application:

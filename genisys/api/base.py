@@ -8,7 +8,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from genisys import jsonbody
 from genisys.model import ValidationError
-from genisys.store import Conflict, ConsulUnavailable, NotFound
+from genisys.store import Conflict, ConsulUnavailable, NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class ApiError(Exception):
 
 # Exceptions that are the caller's or the environment's doing, not a bug.
 _EXPECTED = {ValidationError: 400, NotFound: 404, Conflict: 409, ConsulUnavailable: 503,
-             ConsulException: 503}
+             PermissionDenied: 503, ConsulException: 503}
 
 
 _TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB."
@@ -96,7 +96,7 @@ class JsonHandler(RequestHandler):
             return exc.status, str(exc)
         for cls, status in _EXPECTED.items():
             if isinstance(exc, cls):
-                if status == 503 and isinstance(exc, ConsulException):
+                if cls is ConsulException:  # PermissionDenied, listed first, says it all
                     return 503, f"Consul refused the request: {str(exc)[:200]}"
                 return status, str(exc)
         if isinstance(exc, HTTPError) or exc is None:

@@ -32,6 +32,7 @@ import tornado.web
 from genisys import logformat
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
+from genisys.protocol import MAX_TERM, TERM_FIELD
 
 MAX_BODY = 64 * 1024
 TERM_HEADER = "X-Genisys-Term"
@@ -160,13 +161,20 @@ class Connector:
         return after
 
     def _fence(self, name: str, term: int | None) -> None:
+        """Refuse an order from a term older than the highest seen. The 409 names that
+        term, so that the legitimate leader can raise its own past it (a stray header or
+        a reset Consul must not lock it out); a deposed leader cannot raise its term."""
         if term is None:
             return
+        if term > MAX_TERM:
+            raise ValidationError(f"{TERM_HEADER} must be at most {MAX_TERM}, got {term}.")
         if self.highest_term is not None and term < self.highest_term:
             log.warning("refused a scale order for %s from term %d: term %d was already seen",
                         name, term, self.highest_term)
-            raise Conflict(f"term {term} is older than term {self.highest_term} already seen: "
-                           "a newer leader gives the orders.")
+            conflict = Conflict(f"term {term} is older than term {self.highest_term} already "
+                                "seen: a newer leader gives the orders.")
+            conflict.term = self.highest_term
+            raise conflict
         self.highest_term = term
 
     async def status(self, name: str) -> int:
@@ -270,7 +278,7 @@ class Handler(tornado.web.RequestHandler):
         value = self.request.headers.get(TERM_HEADER)
         if value is None:
             return None
-        if not re.fullmatch(r"[0-9]{1,18}", value.strip()):
+        if not re.fullmatch(r"[0-9]{1,19}", value.strip()):
             raise ValidationError(f"{TERM_HEADER} must be an integer >= 0, got {value!r:.40}.")
         return int(value)
 
@@ -288,7 +296,10 @@ class Handler(tornado.web.RequestHandler):
         else:
             message = f"{self._reason}."
         self.error_message = message
-        self.finish({"error": message})
+        answer = {"error": message}
+        if getattr(error, "term", None) is not None:  # a stale term: name the highest seen
+            answer[TERM_FIELD] = error.term
+        self.finish(answer)
 
     def log_exception(self, typ, value, tb) -> None:
         # Known errors are reported in the request's log line; only surprises get a traceback.
