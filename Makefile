@@ -9,9 +9,12 @@ CONSUL := .tools/bin/consul
 
 setup: $(VENV)/.installed $(CONSUL)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# pip install -e . gives the commands genisys, genisys-connector-process and
+# genisys-connector-docker in $(VENV)/bin.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "make: cannot create a virtual environment; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
 $(CONSUL):

@@ -8,6 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
+from genisys import commands, logformat
 from genisys import config as config_module
 from genisys.api import Context, make_app
 from genisys.computes_file import DefinitionFileError, read_definitions
@@ -26,8 +27,9 @@ EXIT_CONFIG = 2
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python main.py", description=(
-        "Genisys: decides how many resources each service runs, and on which compute."))
+    parser = argparse.ArgumentParser(prog="genisys [serve]", description=(
+        "Genisys: decides how many resources each service runs, and on which compute."),
+        epilog=commands.SUMMARY)
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="configuration file (default: genisys.yml when it exists)")
     parser.add_argument("--dev", action="store_true", help=(
@@ -35,13 +37,16 @@ def parse_args(argv):
         "start a `consul agent -dev` there and stop it on exit"))
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    logformat.add_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in commands.NAMES:  # a client command: genisys status, ...
+        return commands.main(argv)
+    args = parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
+    logformat.configure(args.log_level, args.log_format)
     config_path = args.config
     if config_path is None and Path("genisys.yml").exists():
         config_path = "genisys.yml"

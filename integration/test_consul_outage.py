@@ -41,7 +41,7 @@ def test_consul_stopped_then_restarted(own_consul, replica):
     assert health.json()["status"] == "unavailable"
     assert "unreachable" in health.json()["error"]
     for method, path, body in [("GET", "/compute", None), ("GET", "/compute/local", None),
-                               ("POST", "/compute", {**LOCAL, "name": "other"}),
+                               ("POST", "/compute", {"name": "other", "connector": "http://h:1"}),
                                ("PUT", "/compute/local", {"connector": "http://h:1"}),
                                ("DELETE", "/compute/local", None)]:
         response, elapsed = timed(replica, method, path, body)
@@ -55,7 +55,8 @@ def test_consul_stopped_then_restarted(own_consul, replica):
     wait_until(lambda: replica.request("GET", "/compute").status_code == 200, timeout=10,
                what="reads to work again")
     assert replica.request("GET", "/compute").json() == {"local": LOCAL}
-    assert replica.request("POST", "/compute", {**LOCAL, "name": "after"}).status_code == 201
+    assert replica.request("POST", "/compute", {"name": "after", "connector": "http://h:2"}
+                           ).status_code == 201
     assert replica.request("GET", "/compute/after").status_code == 200
     assert replica.process.poll() is None
 
@@ -65,7 +66,8 @@ def test_a_frozen_consul_gives_503_within_the_timeout_not_a_hang(own_consul, rep
     own_consul.process.send_signal(signal.SIGSTOP)
     try:
         for method, path, body in [("GET", "/health", None),
-                                   ("POST", "/compute", {**LOCAL, "name": "frozen"})]:
+                                   ("POST", "/compute", {"name": "frozen",
+                                                         "connector": "http://h:3"})]:
             response, elapsed = timed(replica, method, path, body)
             assert response.status_code == 503
             assert elapsed < 5, f"{method} {path} took {elapsed:.1f}s"

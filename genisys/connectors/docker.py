@@ -162,5 +162,9 @@ def _ports(value) -> list[str]:
     return ports
 
 
-if __name__ == "__main__":
+def main() -> None:
     run(DockerBackend)
+
+
+if __name__ == "__main__":
+    main()

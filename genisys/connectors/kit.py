@@ -30,6 +30,7 @@ from pathlib import Path
 import tornado.netutil
 import tornado.web
 
+from genisys import logformat
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.httpserver import DEFAULT_TIMEOUT, LimitedHTTPServer, raise_fd_limit
 from genisys.jsonbody import BadJson, excerpt, loads_object
@@ -496,9 +497,9 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
         "(default: half the open file limit)"))
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
     backend_class.add_arguments(parser)
+    logformat.add_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logformat.configure(logging.INFO, args.log_format)
     raise_fd_limit()
     try:
         asyncio.run(_serve(backend_class, args))

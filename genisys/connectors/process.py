@@ -205,5 +205,9 @@ def _directory(value) -> str:
     return str(path)
 
 
-if __name__ == "__main__":
+def main() -> None:
     run(ProcessBackend)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""The client commands of `genisys` (status, scale, computes, leader): they call the API.
+
+    genisys status [--addr URL] [--json]
+
+Each command is one function registered with @command: it calls the API through `Api`
+and returns an exit code in Nomad's plan convention, so scripts can tell what happened:
+
+    0 success, nothing changed     1 success, something changed
+    2 bad usage or an API 4xx      3 the API cannot be reached, or answered a 5xx
+
+Errors print the API's one-sentence error to stderr; --json prints the API's JSON
+(status: its three answers under "leader", "computes" and "services").
+"""
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from urllib.parse import quote, urlsplit
+
+from genisys import jsonbody
+
+DEFAULT_ADDR = "http://127.0.0.1:7001"
+# A scale may retry for up to 5 s inside the API; Consul calls are bounded by their timeout.
+TIMEOUT = 30
+
+NO_CHANGE, CHANGED, USAGE_ERROR, UNAVAILABLE = 0, 1, 2, 3
+
+
+class CommandError(Exception):
+    """Ends a command: its message (one sentence) goes to stderr, `code` is the exit code."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Api:
+    """Blocking JSON calls to one Genisys replica (any replica serves the whole API)."""
+
+    def __init__(self, addr: str, token: str | None = None):
+        self.addr = api_url(addr)
+        self.headers = request_headers(token)
+
+    def get(self, path: str, missing_ok: bool = False):
+        return self.call("GET", path, missing_ok=missing_ok)
+
+    def call(self, method: str, path: str, body=None, missing_ok: bool = False):
+        """The decoded answer (None for an empty body, or a 404 when `missing_ok`)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.addr + path, data=data, method=method,
+                                         headers=self.headers)
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:  # a 4xx or 5xx answer: read its error
+            status, raw = exc.code, exc.read()
+        except OSError as exc:  # refused, unknown host, timed out (URLError is an OSError)
+            raise CommandError(UNAVAILABLE, f"cannot reach the Genisys API at {self.addr}: "
+                                            f"{_reason(exc)}.") from None
+        if status == 404 and missing_ok:
+            return None
+        code = USAGE_ERROR if 400 <= status < 500 else UNAVAILABLE
+        try:
+            answer = jsonbody.loads(raw) if raw else None
+        except jsonbody.BadJson:
+            raise CommandError(code, f"{self.addr} answered {status} with a body that is not "
+                                     "JSON: is it a Genisys API?") from None
+        if status >= 400:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            raise CommandError(code, error or f"{self.addr} answered {status}.")
+        return answer
+
+
+def api_url(addr: str) -> str:
+    """http://host:port from --addr or GENISYS_ADDR; the scheme may be left out."""
+    url = addr if "://" in addr else f"http://{addr}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(USAGE_ERROR, f"the address {jsonbody.excerpt(addr, 80)} is not an "
+                                        "http(s) URL like http://127.0.0.1:7001.")
+    return url.rstrip("/")
+
+
+def request_headers(token: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if token and token.strip():
+        headers["Authorization"] = f"Bearer {token.strip()}"
+    return headers
+
+
+def _reason(exc: OSError) -> str:
+    reason = getattr(exc, "reason", exc)  # URLError wraps the socket's error
+    return getattr(reason, "strerror", None) or str(reason)
+
+
+# --- output -------------------------------------------------------------------------
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """Aligned columns, two spaces apart, "-" for an empty cell."""
+    rows = [[cell if cell not in (None, "", {}) else "-" for cell in row] for row in rows]
+    rows = [[str(cell) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def counts(per_compute: dict | None) -> str:
+    """{"local": 2, "docker": 1} as local=2,docker=1."""
+    return ",".join(f"{name}={n}" for name, n in (per_compute or {}).items())
+
+
+def emit(args, answer, text: str) -> None:
+    """The API's JSON with --json, else the text for people."""
+    if getattr(args, "json", False):
+        if answer is not None:
+            print(json.dumps(answer, indent=2))
+    else:
+        print(text)
+
+
+# --- commands -----------------------------------------------------------------------
+
+_COMMANDS: dict[str, tuple[str, tuple, Callable[..., int]]] = {}
+
+
+def command(name: str, help: str, *arguments):
+    """Register a command; a name of two words ("computes add") is a sub-command."""
+    def register(function):
+        _COMMANDS[name] = (help, arguments, function)
+        return function
+    return register
+
+
+def arg(*names, **options):
+    return names, options
+
+
+def api_path(*parts: str) -> str:
+    return "".join(f"/{quote(part, safe='')}" for part in parts)
+
+
+@command("status", "show the leader, the computes and the services")
+def status(api: Api, args) -> int:
+    try:
+        leader, no_leader = api.get("/leader"), None
+    except CommandError as exc:  # 503 while none is elected; an unreachable API fails below
+        leader, no_leader = None, str(exc)
+    computes = api.get("/compute")
+    services = api.get("/service")
+    emit(args, {"leader": leader, "computes": computes, "services": services},
+         render_status(leader or no_leader, computes, services))
+    return NO_CHANGE
+
+
+def render_status(leader: dict | str, computes: dict, services: dict) -> str:
+    """`leader` is the answer of GET /leader, or why there is none."""
+    lines = ["leader: " + (f"{leader['id']} at {leader['address']} since {leader['since']}"
+                           if isinstance(leader, dict) else f"none ({leader})"), "",
+             render_computes(computes), ""]
+    if services:
+        lines.append(table(["SERVICE", "DESIRED", "PLACEMENT", "OBSERVED", "ERRORS"],
+                           [[name, r["desired"], counts(r["placement"]), counts(r["observed"]),
+                             ",".join(r["errors"])] for name, r in services.items()]))
+        lines += [f"{name} on {compute}: {error}" for name, r in services.items()
+                  for compute, error in r["errors"].items()]
+    else:
+        lines.append("no service is known.")
+    return "\n".join(lines)
+
+
+def render_computes(computes: dict) -> str:
+    if not computes:
+        return "no compute is defined."
+    return table(["COMPUTE", "CONNECTOR", "DELETING SINCE"],
+                 [[c["name"], c["connector"], c.get("deleting")] for c in computes.values()])
+
+
+@command("scale", "set a service's total across computes (exit 1 when it changed)",
+         arg("service"), arg("number", help="the total, an integer >= 0"),
+         arg("--compute", help="grow on this compute, shrink from it first"))
+def scale(api: Api, args) -> int:
+    before = api.get(api_path("service", args.service), missing_ok=True)
+    body = {"number": args.number}
+    if args.compute is not None:
+        body["compute"] = args.compute
+    answer = api.call("POST", api_path("service", args.service, "scale"), body)
+    changed = before is None or ((before["desired"], before["placement"])
+                                 != (answer["desired"], answer["placement"]))
+    emit(args, answer, f"{answer['service']}: desired {answer['desired']}, placement "
+                       f"{counts(answer['placement']) or '-'}"
+                       f"{'' if changed else ' (unchanged)'}")
+    return CHANGED if changed else NO_CHANGE
+
+
+@command("computes", "list the computes; add, set or rm one")
+def computes(api: Api, args) -> int:
+    answer = api.get("/compute")
+    emit(args, answer, render_computes(answer))
+    return NO_CHANGE
+
+
+@command("computes add", "define a compute (exit 1)", arg("name"),
+         arg("connector", help="the connector's URL, like http://127.0.0.1:7051"))
+def add_compute(api: Api, args) -> int:
+    answer = api.call("POST", "/compute", {"name": args.name, "connector": args.connector})
+    emit(args, answer, f"compute {answer['name']} -> {answer['connector']} defined")
+    return CHANGED
+
+
+@command("computes set", "define a compute or change its connector (exit 1 when it changed)",
+         arg("name"), arg("connector", help="the connector's URL, like http://127.0.0.1:7051"))
+def set_compute(api: Api, args) -> int:
+    before = api.get(api_path("compute", args.name), missing_ok=True)
+    answer = api.call("PUT", api_path("compute", args.name), {"connector": args.connector})
+    changed = answer != before
+    emit(args, answer, f"compute {answer['name']} -> {answer['connector']}"
+                       f"{'' if changed else ' (unchanged)'}")
+    return CHANGED if changed else NO_CHANGE
+
+
+@command("computes rm", "delete a compute that holds no resources (exit 1)", arg("name"))
+def remove_compute(api: Api, args) -> int:
+    api.call("DELETE", api_path("compute", args.name))
+    emit(args, None, f"compute {args.name} deleted")
+    return CHANGED
+
+
+@command("leader", "show which replica leads")
+def leader(api: Api, args) -> int:
+    answer = api.get("/leader")
+    emit(args, answer, f"{answer['id']} at {answer['address']} since {answer['since']}")
+    return NO_CHANGE
+
+
+# --- command line -------------------------------------------------------------------
+
+NAMES = tuple(name for name in _COMMANDS if " " not in name)
+SUMMARY = (f"client commands: genisys {{{','.join(NAMES)}}} [--addr URL] [--json] ...; "
+           "genisys COMMAND --help says more.")
+EXIT_CODES = ("exit codes: 0 success with no change, 1 success with changes, 2 bad usage or "
+              "an API 4xx, 3 the API unreachable or a 5xx.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="genisys", epilog=EXIT_CODES)
+    parsers, subcommands = {"": top}, {}
+    for name, (help, arguments, function) in _COMMANDS.items():
+        parent, _, word = name.rpartition(" ")
+        if parent not in subcommands:
+            subcommands[parent] = parsers[parent].add_subparsers(
+                title="commands", required=not parent)
+        parser = subcommands[parent].add_parser(word, help=help, description=help,
+                                                epilog=EXIT_CODES)
+        # SUPPRESS: "genisys computes --json add ..." keeps the --json given to the parent.
+        parser.add_argument("--addr", default=argparse.SUPPRESS, help=(
+            f"the API's URL (default: $GENISYS_ADDR, else {DEFAULT_ADDR})"))
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print the API's JSON answer")
+        for names, options in arguments:
+            parser.add_argument(*names, **options)
+        parser.set_defaults(run=function)
+        parsers[name] = parser
+    return top
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)  # bad usage: argparse exits with 2
+    addr = getattr(args, "addr", None) or os.environ.get("GENISYS_ADDR") or DEFAULT_ADDR
+    try:
+        return args.run(Api(addr, os.environ.get("GENISYS_TOKEN")), args)
+    except CommandError as exc:
+        print(f"genisys: {exc}", file=sys.stderr)
+        return exc.code
