@@ -1,7 +1,10 @@
 """Fixtures shared by tests/ and integration/: one real Consul agent serves the whole run."""
 
+import os
+
 import pytest
 
+from tests.dockerd import DockerEngine, NoEngine
 from tests.support import ConsulAgent, Replica, unique_prefix
 
 
@@ -35,3 +38,16 @@ def start_replica(consul, prefix):
 @pytest.fixture
 def replica(start_replica):
     return start_replica()
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A real Docker engine for the whole run (tests/dockerd.py); never skipped in CI."""
+    try:
+        engine = DockerEngine()
+    except NoEngine as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs every Docker test, but {exc}.")
+        pytest.skip(str(exc))
+    yield engine
+    engine.stop()

@@ -30,6 +30,7 @@ import tornado.netutil
 import tornado.web
 
 from genisys.computes_file import DefinitionFileError, read_definitions
+from genisys.connectors.state import StateFile
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
 
 MAX_BODY = 64 * 1024
@@ -110,6 +111,7 @@ class Connector:
         self.definitions: dict[str, dict] = {}
         self.highest_term: int | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self.state: StateFile | None = None  # --state-file: saved on every change
 
     def define(self, body, name: str | None = None) -> tuple[dict, bool]:
         """Validate and store a definition; (definition, created).
@@ -131,6 +133,8 @@ class Connector:
             raise Conflict(f"service {definition['name']!r} is already defined; "
                            f"PUT /service/{definition['name']} replaces its definition.")
         self.definitions[definition["name"]] = definition
+        if self.state:
+            self.state.save(self.definitions)
         return definition, created
 
     def get(self, name: str) -> dict:
@@ -384,6 +388,7 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=7051, help="port to listen on (0: any free)")
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
+    parser.add_argument("--state-file", help="keeps the definitions across restarts (JSON)")
     backend_class.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
@@ -414,6 +419,9 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
         connector = Connector(backend)
         if args.service_file:
             connector.load(args.service_file)
+        if args.state_file:
+            connector.state = StateFile(args.state_file)
+            connector.state.restore(connector)
         try:
             server, port = listen(connector, args.bind, args.port)
         except OSError as exc:
