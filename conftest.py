@@ -51,3 +51,14 @@ def docker_engine():
         pytest.skip(str(exc))
     yield engine
     engine.stop()
+    DOCKER_TIMINGS.update(engine.timings)
+
+
+DOCKER_TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The Docker steps' times, cold or cached (the suite must stay under 10 minutes)."""
+    if DOCKER_TIMINGS:
+        terminalreporter.write_line("Docker: " + ", ".join(
+            f"{step} {seconds:.1f} s" for step, seconds in DOCKER_TIMINGS.items()))

@@ -14,12 +14,18 @@ No default bridge and no iptables rules: containers use host networking, or a ne
 created for them (a compose project's), and the host's firewall is left alone.
 """
 
+import contextlib
 import fcntl
+import functools
+import hashlib
+import http.server
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +34,7 @@ import docker
 from tests.support import ROOT, wait_until
 
 CACHE = Path(os.environ.get("GENISYS_TEST_DOCKER_CACHE", "/var/cache/genisys-test-docker"))
+GENISYS_IMAGE = "genisys:latest"
 
 
 class NoEngine(Exception):
@@ -110,6 +117,19 @@ class DockerEngine:
             self._images[name] = tag
         return self._images[name]
 
+    def genisys_image(self) -> str:
+        """Build Dockerfile on the local Debian base, its requirements from a wheelhouse."""
+        if "genisys" not in self._images:
+            base = self.image("base")
+            with serve_directory(wheelhouse()) as url:
+                started = time.monotonic()
+                self.client.images.build(path=str(ROOT), tag=GENISYS_IMAGE, rm=True,
+                                         network_mode="host",
+                                         buildargs=genisys_build_args(base, url))
+            self.timings["image genisys"] = time.monotonic() - started
+            self._images["genisys"] = GENISYS_IMAGE
+        return self._images["genisys"]
+
     def stop(self) -> None:
         """Stop a private engine and leave nothing behind but the image cache."""
         if not self.private:
@@ -136,6 +156,45 @@ class DockerEngine:
         client.networks.prune()
         client.volumes.prune()
         client.close()
+
+
+def genisys_build_args(base: str, wheels_url: str) -> dict[str, str]:
+    """Dockerfile's build arguments for a build without a registry or PyPI."""
+    return {"BASE": base, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheels_url}
+
+
+def wheelhouse() -> Path:
+    """Wheels of requirements.txt, built on the host once per version of the file."""
+    requirements = ROOT / "requirements.txt"
+    directory = CACHE / "wheels" / hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "wheels" / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run waits for the same wheels
+        if not (directory / "complete").exists():
+            subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet",
+                            "--disable-pip-version-check", "-r", str(requirements),
+                            "-w", str(directory)], check=True)
+            (directory / "complete").touch()
+    return directory
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path):
+    """Serve `directory` over HTTP on loopback (pip's --find-links reads its listing)."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _answers(url: str) -> bool:
