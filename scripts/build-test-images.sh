@@ -8,8 +8,9 @@
 # second run costs nothing. Prints "<name> <tag> <seconds>" for each image.
 #
 #   busybox  genisys-test/busybox:1.35      busybox-static, every applet linked (~1 s)
-#   consul   genisys-test/consul:1.8.7      busybox plus the Consul binary of .tools/bin,
-#                                           started like hashicorp/consul's image
+#   consul   genisys-test/consul:1.8.7      busybox plus the Consul binary of .tools/bin
+#                                           and its libraries, started like
+#                                           hashicorp/consul's image
 #   base     genisys-test/python:bookworm   debootstrap minbase with Python 3.11 and a
 #                                           virtual environment first on PATH, like
 #                                           python:3.11-slim (~1 min)
@@ -45,6 +46,11 @@ build_consul() {
   [ -x "$consul" ] || "$root/scripts/install-consul.sh" >&2
   busybox_rootfs "$work/consul"
   install -m 0755 "$consul" "$work/consul/bin/consul"
+  # Debian's consul is linked against glibc: the host's libraries go with it.
+  local library
+  for library in $(ldd "$consul" | grep -o '/[^ ]*'); do
+    cp --parents -L "$library" "$work/consul"
+  done
   mkdir -p "$work/consul/consul/data" "$work/consul/consul/config"
   # As hashicorp/consul's entrypoint: `agent ...` gets the image's data and config dirs.
   cat >"$work/consul/bin/docker-entrypoint.sh" <<'SH'

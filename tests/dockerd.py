@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import docker
+import docker.errors
 
 from tests.support import ROOT, wait_until
 
@@ -117,6 +118,15 @@ class DockerEngine:
             self._images[name] = tag
         return self._images[name]
 
+    def containers(self, label: str, running_only: bool = False) -> list:
+        """The containers with `label` ("key=value"), fully inspected."""
+        while True:
+            try:
+                return self.client.containers.list(all=not running_only,
+                                                   filters={"label": label})
+            except docker.errors.NotFound:
+                continue  # one was removed between the listing and its inspection
+
     def genisys_image(self) -> str:
         """Build Dockerfile on the local Debian base, its requirements from a wheelhouse."""
         if "genisys" not in self._images:
@@ -155,6 +165,7 @@ class DockerEngine:
             container.remove(force=True, v=True)
         client.networks.prune()
         client.volumes.prune()
+        client.images.prune(filters={"dangling": True})  # earlier builds of genisys:latest
         client.close()
 
 

@@ -8,7 +8,6 @@ a test creates). The image is busybox, made from Debian's busybox-static.
 import signal
 import urllib.request
 
-import docker.errors
 import pytest
 
 from genisys.connectors.docker import INSTANCE_LABEL, SERVICE_LABEL, DockerBackend
@@ -113,12 +112,7 @@ def service(docker_engine):
 
 
 def containers_of(engine, name: str, running_only: bool = False):
-    while True:
-        try:
-            return engine.client.containers.list(all=not running_only,
-                                                 filters={"label": f"{SERVICE_LABEL}={name}"})
-        except docker.errors.NotFound:
-            continue  # one was removed between the listing and its inspection
+    return engine.containers(f"{SERVICE_LABEL}={name}", running_only)
 
 
 def define_and_scale(connector, name, number, image, **extra):
