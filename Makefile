@@ -1,13 +1,15 @@
 # The two commands: `make run` and `make test`. Both set up everything they need
-# (virtual environment, Python packages, the Consul binary) from nothing.
+# (virtual environment, Python packages, the Consul binary, the Docker engine and tools
+# the Docker tests use) from nothing.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONSUL := .tools/bin/consul
+DOCKER := .tools/docker.checked
 
 .PHONY: setup run test bench bench-failover bench-reconcile clean
 
-setup: $(VENV)/.installed $(CONSUL)
+setup: $(VENV)/.installed $(CONSUL) $(DOCKER)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV) || { echo "make: cannot create a virtual environment; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
@@ -16,6 +18,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 $(CONSUL):
 	scripts/install-consul.sh
+
+# Debian's docker.io, docker-compose, busybox-static and debootstrap (as root).
+$(DOCKER): scripts/install-docker.sh
+	scripts/install-docker.sh $@
 
 run: setup
 	$(PY) scripts/run_dev.py
