@@ -25,6 +25,10 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
+if [ -n "${INSTALL_DOCKER_AGAIN:-}" ]; then
+  echo "install-docker: ${missing[*]} still missing after apt-get install" >&2
+  exit 1
+fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-docker: ${missing[*]} missing; as root on Debian: apt-get install ${missing[*]}" \
        "(the Docker tests need them, or an engine that DOCKER_HOST names)" >&2
@@ -35,4 +39,4 @@ echo "install-docker: installing ${missing[*]} ..."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -qq -y "${missing[@]}" >/dev/null
-exec "$0" "$@"  # checks again, and touches the stamp
+INSTALL_DOCKER_AGAIN=1 exec "$0" "$@"  # checks again, and touches the stamp
