@@ -122,6 +122,7 @@ def test_the_compose_stack_runs_scales_fails_over_and_leaves_nothing(docker_engi
                 assert get(compose.url(f"REPLICA_{n}_PORT", "/health")).status_code == 200
 
             # web is defined by the connector's service file; the leader scales it
+            assert list(get(compose.url("CONNECTOR_PORT", "/service")).json()) == ["web"]
             response = requests.post(compose.url("LB_PORT", "/service/web/scale"),
                                      json={"number": 2}, timeout=5)
             assert response.status_code == 202, response.text

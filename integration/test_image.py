@@ -5,8 +5,10 @@ wheelhouse (tests/dockerd.py); the containers use host networking to reach the t
 Consul agent on loopback.
 """
 
-import requests
+import time
+
 import pytest
+import requests
 
 from genisys.devconsul import free_port
 from tests.support import wait_until
@@ -50,13 +52,16 @@ def leader_seen_by(port: int) -> str | None:
     return response and response.json()["id"]
 
 
-def test_the_image_serves_leads_and_hands_over_on_sigterm(start_container):
+def test_the_image_serves_leads_and_hands_over_on_sigterm(docker_engine, start_container):
     ports = {"one": free_port(), "two": free_port()}
+    docker_engine.genisys_image()
+    started = time.monotonic()
     containers = {name: start_container(name, port) for name, port in ports.items()}
     for name, port in ports.items():
         health = wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), timeout=30,
                             what=f"replica {name}'s /health to answer 200")
         assert health.json()["replica"] == name
+    docker_engine.timings["image: 2 replicas serving"] = time.monotonic() - started
 
     for container in containers.values():
         assert container.exec_run("id -u").output.decode().strip() == "10001"
@@ -67,8 +72,10 @@ def test_the_image_serves_leads_and_hands_over_on_sigterm(start_container):
 
     leader = wait_until(lambda: leader_seen_by(ports["one"]), what="a leader")
     follower = next(name for name in ports if name != leader)
+    started = time.monotonic()
     containers[leader].kill(signal="SIGTERM")
     wait_until(lambda: leader_seen_by(ports[follower]) == follower, timeout=10,
                what=f"{follower} to lead after {leader}'s SIGTERM")
+    docker_engine.timings["image: hand-over after SIGTERM"] = time.monotonic() - started
     assert containers[leader].wait(timeout=30)["StatusCode"] == 0
     assert "released the leader lock" in containers[leader].logs().decode()

@@ -131,7 +131,10 @@ class DockerEngine:
         """Build Dockerfile on the local Debian base, its requirements from a wheelhouse."""
         if "genisys" not in self._images:
             base = self.image("base")
-            with serve_directory(wheelhouse()) as url:
+            started = time.monotonic()
+            wheels = wheelhouse()
+            self.timings["wheelhouse"] = time.monotonic() - started
+            with serve_directory(wheels) as url:
                 started = time.monotonic()
                 self.client.images.build(path=str(ROOT), tag=GENISYS_IMAGE, rm=True,
                                          network_mode="host",
