@@ -118,7 +118,13 @@ class DockerBackend(Backend):
     def _stop_in_background(self, container) -> None:
         task = asyncio.create_task(self._call(self._remove, container))
         self._stopping[container.id] = task
-        task.add_done_callback(lambda _: self._stopping.pop(container.id, None))
+        task.add_done_callback(functools.partial(self._stopped, container.id))
+
+    def _stopped(self, container_id: str, task: asyncio.Task) -> None:
+        # A failed stop counts again as running: the next scale order stops it again.
+        del self._stopping[container_id]
+        if not task.cancelled() and task.exception():
+            log.warning("could not stop container %.12s: %s", container_id, task.exception())
 
     async def close(self) -> None:
         if self._stopping:
