@@ -24,8 +24,12 @@ trap 'rm -rf "$work"' EXIT
 has_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
 busybox_rootfs() {  # $1: directory to fill with busybox and its applets
-  (cd "$work" && apt-get -o APT::Sandbox::User=root download -qq busybox-static)
-  dpkg-deb -x "$work"/busybox-static_*.deb "$1"
+  if dpkg-query -W -f '${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+    mkdir -p "$1/bin" && cp /bin/busybox "$1/bin/busybox"  # installed by install-docker.sh
+  else
+    (cd "$work" && apt-get -o APT::Sandbox::User=root download -qq busybox-static)
+    dpkg-deb -x "$work"/busybox-static_*.deb "$1"
+  fi
   local applet
   for applet in $("$1/bin/busybox" --list); do
     [ -e "$1/bin/$applet" ] || ln -s busybox "$1/bin/$applet"
