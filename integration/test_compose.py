@@ -123,18 +123,25 @@ def test_the_compose_stack_runs_scales_fails_over_and_leaves_nothing(docker_engi
 
             # web is defined by the connector's service file; the leader scales it
             assert list(get(compose.url("CONNECTOR_PORT", "/service")).json()) == ["web"]
+            started = time.monotonic()
             response = requests.post(compose.url("LB_PORT", "/service/web/scale"),
                                      json={"number": 2}, timeout=5)
             assert response.status_code == 202, response.text
             wait_until(lambda: len(web_containers(docker_engine)) == 2, timeout=60,
                        what="two web containers")
+            docker_engine.timings["compose: 2 containers after the order"] = \
+                time.monotonic() - started
             assert sorted(c.name for c in web_containers(docker_engine)) == [
                 "genisys-web-1", "genisys-web-2"]
 
             old = wait_until(lambda: leader(compose), timeout=30, what="a leader")
+            started = time.monotonic()
             compose("stop", old)
+            docker_engine.timings["compose stop"] = time.monotonic() - started
             wait_until(lambda: leader(compose) not in (None, old), timeout=30,
                        what=f"another replica than {old} to lead")
+            docker_engine.timings["compose: a new leader after the stop"] = \
+                time.monotonic() - started
 
             requests.post(compose.url("LB_PORT", "/service/web/scale"), json={"number": 0},
                           timeout=5).raise_for_status()
