@@ -78,7 +78,10 @@ class DockerEngine:
                  "--storage-driver", "overlay2", "--bridge=none", "--iptables=false",
                  "--ip-forward=false", "--ip-masq=false"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)  # a Ctrl-C of the test run is not sent to it
+                start_new_session=True,  # a Ctrl-C of the test run is not sent to it
+                # dockerd holds the cache's lock too: should this run be killed, the
+                # next one does not share the data root with the dockerd left running
+                pass_fds=(self._lock.fileno(),) if self._lock else ())
         try:
             wait_until(self._private_answers, timeout=60, what="the private dockerd")
         except BaseException:
