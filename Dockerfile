@@ -7,7 +7,17 @@
 # GENISYS_<KEY> for the genisys section (GENISYS_PORT), GENISYS_<SECTION>_<KEY> for the
 # others (GENISYS_LEADER_ID, GENISYS_CONSUL_KEY_PREFIX), CONSUL_HTTP_ADDR and
 # CONSUL_HTTP_TOKEN as Consul's own tools read them. See genisys/config.py.
-FROM python:3.11-slim
+#
+# No compute file is in the image: a replica starts with the registry as it is in Consul,
+# or mount one over /app/computes.py (docker-compose.yml mounts deploy/computes.py).
+#
+# Without a registry (as in the tests): another base with `python` and `pip` on PATH, and
+# the requirements from a wheelhouse (pip wheel -r requirements.txt -w DIR, served over
+# HTTP, as pip's --find-links takes a URL):
+#   docker build --network host --build-arg BASE=genisys-test/python:bookworm \
+#       --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=http://127.0.0.1:8000/ .
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -17,10 +27,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first: this layer is rebuilt only when requirements.txt changes.
+# pip reads PIP_NO_INDEX and PIP_FIND_LINKS from the environment; unset, it uses PyPI.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
-COPY main.py genisys.yml computes.py ./
+COPY main.py genisys.yml ./
 COPY genisys/ ./genisys/
 
 # A fixed, numeric, unprivileged user (so that runAsNonRoot-style checks can verify it).

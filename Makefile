@@ -1,13 +1,15 @@
 # The two commands: `make run` and `make test`. Both set up everything they need
-# (virtual environment, Python packages, the Consul binary) from nothing.
+# (virtual environment, Python packages, the Consul binary, the Docker engine and tools
+# the Docker tests use) from nothing.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONSUL := .tools/bin/consul
+DOCKER := .tools/docker.checked
 
 .PHONY: setup run test bench bench-failover bench-reconcile clean
 
-setup: $(VENV)/.installed $(CONSUL)
+setup: $(VENV)/.installed $(CONSUL) $(DOCKER)
 
 # pip install -e . gives the commands genisys, genisys-connector-process and
 # genisys-connector-docker in $(VENV)/bin.
@@ -19,6 +21,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 $(CONSUL):
 	scripts/install-consul.sh
+
+# Debian's docker.io, docker-compose, busybox-static and debootstrap (as root).
+$(DOCKER): scripts/install-docker.sh
+	scripts/install-docker.sh $@
 
 run: setup
 	$(PY) scripts/run_dev.py

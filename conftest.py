@@ -1,7 +1,10 @@
 """Fixtures shared by tests/ and integration/: one real Consul agent serves the whole run."""
 
+import os
+
 import pytest
 
+from tests.dockerd import DockerEngine, NoEngine
 from tests.support import ConsulAgent, Replica, unique_prefix
 
 
@@ -35,3 +38,27 @@ def start_replica(consul, prefix):
 @pytest.fixture
 def replica(start_replica):
     return start_replica()
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A real Docker engine for the whole run (tests/dockerd.py); never skipped in CI."""
+    try:
+        engine = DockerEngine()
+    except NoEngine as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs every Docker test, but {exc}.")
+        pytest.skip(str(exc))
+    yield engine
+    engine.stop()
+    DOCKER_TIMINGS.update(engine.timings)
+
+
+DOCKER_TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The Docker steps' times, cold or cached (the suite must stay under 10 minutes)."""
+    if DOCKER_TIMINGS:
+        terminalreporter.write_line("Docker: " + ", ".join(
+            f"{step} {seconds:.1f} s" for step, seconds in DOCKER_TIMINGS.items()))

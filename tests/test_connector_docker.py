@@ -1,32 +1,20 @@
-"""The Docker connector: validation and the protocol always; scaling where an engine answers."""
+"""The Docker connector: validation and the protocol, and scaling against a real engine.
 
-import os
+The engine is the `docker_engine` fixture (tests/dockerd.py): DOCKER_HOST's, else a private
+dockerd without a default bridge, so containers here use host networking (or a network
+a test creates). The image is busybox, made from Debian's busybox-static.
+"""
 
-import docker
+import signal
+import urllib.request
+
 import pytest
 
 from genisys.connectors.docker import INSTANCE_LABEL, SERVICE_LABEL, DockerBackend
 from genisys.model import ValidationError
 from tests.connector_helpers import ConnectorProcess, unique, wait_until
 
-pytestmark = pytest.mark.timeout(60)
-
-ENGINE_URL = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-IMAGE = os.environ.get("GENISYS_TEST_DOCKER_IMAGE", "busybox:1.36")
-
-
-def _engine() -> docker.DockerClient | None:
-    try:
-        client = docker.DockerClient(base_url=ENGINE_URL, timeout=5)
-        client.ping()
-        return client
-    except Exception:  # no socket, no engine, no permission: all mean "no engine here"
-        return None
-
-
-ENGINE = _engine()
-needs_engine = pytest.mark.skipif(ENGINE is None,
-                                  reason=f"no Docker engine answers at {ENGINE_URL}")
+pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_full_definition_is_normalized():
@@ -35,10 +23,14 @@ def test_a_full_definition_is_normalized():
         "name": "web", "image": "nginx:1.27", "command": "nginx -g 'daemon off;'",
         "environment": {"MODE": "prod"}, "ports": [80, "443", "53/udp"],
     }) == {"name": "web", "image": "nginx:1.27", "command": ["nginx", "-g", "daemon off;"],
-           "environment": {"MODE": "prod"}, "ports": ["80/tcp", "443/tcp", "53/udp"]}
+           "environment": {"MODE": "prod"}, "ports": ["80/tcp", "443/tcp", "53/udp"],
+           "pull": "missing"}
     assert backend.validate({"name": "db", "image": "registry.example.com:5000/team/db@sha256:ab"}
                             ) == {"name": "db", "image": "registry.example.com:5000/team/db@sha256:ab",
-                                  "environment": {}, "ports": []}
+                                  "environment": {}, "ports": [], "pull": "missing"}
+    assert backend.validate({"name": "db", "image": "db", "network": "host", "pull": "never"}
+                            ) == {"name": "db", "image": "db", "environment": {}, "ports": [],
+                                  "network": "host", "pull": "never"}
 
 
 BAD_DEFINITIONS = [
@@ -58,6 +50,11 @@ BAD_DEFINITIONS = [
     ({"name": "web", "image": "nginx", "ports": [65536]}, "from 1 to 65535"),
     ({"name": "web", "image": "nginx", "ports": ["80/icmp"]}, "from 1 to 65535"),
     ({"name": "web", "image": "nginx", "ports": [True]}, "from 1 to 65535"),
+    ({"name": "web", "image": "nginx", "network": ""}, "network must be host, none"),
+    ({"name": "web", "image": "nginx", "network": "a b"}, "network must be host, none"),
+    ({"name": "web", "image": "nginx", "network": "host", "ports": [80]},
+     "ports cannot be published with network 'host'"),
+    ({"name": "web", "image": "nginx", "pull": "sometimes"}, "pull must be one of never"),
 ]
 
 
@@ -86,82 +83,163 @@ def test_without_an_engine_definitions_work_and_orders_get_a_clear_503(tmp_path)
 # --- against a real engine ----------------------------------------------------------
 
 @pytest.fixture
-def engine_connector(tmp_path):
-    with ConnectorProcess("genisys.connectors.docker", "--docker-url", ENGINE_URL,
-                          "--grace", "1", log_path=tmp_path / "docker.log") as connector:
-        yield connector
+def busybox(docker_engine):
+    return docker_engine.image("busybox")
 
 
 @pytest.fixture
-def service():
-    name = unique("genisys-test")
+def start_connector(docker_engine, tmp_path):
+    """Start Docker connectors on the test engine; each is stopped at the end."""
+    connectors = []
+
+    def start(*args):
+        log_path = tmp_path / f"docker-{len(connectors) + 1}.log"
+        connectors.append(ConnectorProcess("genisys.connectors.docker", "--docker-url",
+                                           docker_engine.url, *args, log_path=log_path))
+        return connectors[-1]
+
+    yield start
+    for connector in connectors:
+        connector.__exit__()
+
+
+@pytest.fixture
+def service(docker_engine):
+    name = unique("test")
     yield name
-    for container in containers_of(name):
+    for container in containers_of(docker_engine, name):
         container.remove(force=True)
 
 
-def containers_of(name: str, running_only: bool = False):
-    return ENGINE.containers.list(all=not running_only,
-                                  filters={"label": f"{SERVICE_LABEL}={name}"})
+def containers_of(engine, name: str, running_only: bool = False):
+    return engine.containers(f"{SERVICE_LABEL}={name}", running_only)
 
 
-def define_and_scale(connector, name, number, **extra):
-    definition = {"name": name, "image": IMAGE, "command": "sleep 600", **extra}
+def define_and_scale(connector, name, number, image, **extra):
+    definition = {"name": name, "image": image, "command": "sleep 600", "network": "host",
+                  **extra}
     assert connector.call("PUT", f"/service/{name}", definition)[0] in (200, 201)
     return connector.call("POST", f"/service/{name}/scale", {"number": number})
 
 
-@needs_engine
-@pytest.mark.timeout(300)  # the first run may pull the image
-def test_containers_scale_0_2_1_0_with_labels_and_environment(engine_connector, service):
-    assert define_and_scale(engine_connector, service, 2) == (
+def test_containers_scale_0_2_1_0_with_names_labels_and_environment(
+        docker_engine, start_connector, service, busybox):
+    connector = start_connector("--grace", "1")
+    assert define_and_scale(connector, service, 2, busybox) == (
         200, {"service": service, "running_resources": 2})
-    containers = containers_of(service, running_only=True)
+    containers = containers_of(docker_engine, service, running_only=True)
+    assert sorted(c.name for c in containers) == [f"genisys-{service}-1", f"genisys-{service}-2"]
     assert sorted(c.labels[INSTANCE_LABEL] for c in containers) == ["1", "2"]
     assert f"GENISYS_SERVICE={service}" in containers[0].attrs["Config"]["Env"]
-    assert engine_connector.call("POST", f"/service/{service}/scale", {"number": 1})[1] == {
+    assert connector.call("POST", f"/service/{service}/scale", {"number": 1})[1] == {
         "service": service, "running_resources": 1}
-    assert [c.labels[INSTANCE_LABEL] for c in containers_of(service)] == ["1"]  # oldest stays
-    assert engine_connector.call("POST", f"/service/{service}/scale", {"number": 0})[0] == 200
-    assert containers_of(service) == []
+    # the newest is stopped in the background; the oldest stays
+    wait_until(lambda: [c.name for c in containers_of(docker_engine, service)] == [
+        f"genisys-{service}-1"], timeout=30, what="the newest container to be removed")
+    assert connector.call("POST", f"/service/{service}/scale", {"number": 0})[0] == 200
+    wait_until(lambda: containers_of(docker_engine, service) == [], timeout=30,
+               what="every container to be removed")
 
 
-@needs_engine
-@pytest.mark.timeout(300)
-def test_a_killed_container_no_longer_counts_and_is_replaced(engine_connector, service):
-    define_and_scale(engine_connector, service, 2)
-    containers_of(service, running_only=True)[0].kill()
-    wait_until(lambda: engine_connector.call("GET", f"/service/{service}/status")[1] == {
+def test_a_killed_container_no_longer_counts_and_is_replaced(
+        docker_engine, start_connector, service, busybox):
+    connector = start_connector("--grace", "1")
+    define_and_scale(connector, service, 2, busybox)
+    containers_of(docker_engine, service, running_only=True)[0].kill()
+    wait_until(lambda: connector.call("GET", f"/service/{service}/status")[1] == {
         "running_resources": 1}, what="the status to drop to 1")
-    assert define_and_scale(engine_connector, service, 2)[1]["running_resources"] == 2
-    assert len(containers_of(service)) == 2  # the exited one was removed
+    assert define_and_scale(connector, service, 2, busybox)[1]["running_resources"] == 2
+    assert len(containers_of(docker_engine, service)) == 2  # the exited one was removed
 
 
-@needs_engine
-@pytest.mark.timeout(300)
-def test_published_ports_get_a_host_port_each(engine_connector, service):
-    define_and_scale(engine_connector, service, 2, ports=[8080])
-    for container in containers_of(service, running_only=True):
-        [binding] = container.ports["8080/tcp"]
-        assert binding["HostPort"].isdigit()
+def test_a_scale_down_answers_before_the_grace_period_and_stops_in_the_background(
+        docker_engine, start_connector, service, busybox):
+    # PID 1 of a container ignores SIGTERM: only the kill after the grace period stops it.
+    connector = start_connector("--grace", "5")
+    define_and_scale(connector, service, 1, busybox)
+    [container] = containers_of(docker_engine, service)
+    assert connector.call("POST", f"/service/{service}/scale", {"number": 0})[1] == {
+        "service": service, "running_resources": 0}
+    container.reload()
+    assert container.status == "running"  # answered while the stop goes on
+    assert connector.call("GET", f"/service/{service}/status")[1] == {"running_resources": 0}
+    assert "stopping 1 container(s) in the background (grace 5 s)" in connector.log()
+    wait_until(lambda: containers_of(docker_engine, service) == [], timeout=30,
+               what="the container to be killed and removed after its grace period")
 
 
-@needs_engine
-@pytest.mark.timeout(300)
-def test_containers_outlive_the_connector_and_are_counted_again(tmp_path, service):
-    for run in (1, 2):
-        with ConnectorProcess("genisys.connectors.docker", "--docker-url", ENGINE_URL,
-                              log_path=tmp_path / f"docker-{run}.log") as connector:
-            status, body = define_and_scale(connector, service, 1)
-            assert (status, body["running_resources"]) == (200, 1)
-            assert connector.stop() == 0
-        assert len(containers_of(service, running_only=True)) == 1
+def test_published_ports_serve_on_the_host_port_the_engine_picked(
+        docker_engine, start_connector, service, busybox):
+    network = docker_engine.client.networks.create(unique("genisys-test"), driver="bridge")
+    try:
+        connector = start_connector("--grace", "1")
+        command = ["sh", "-c", "echo $GENISYS_INSTANCE > /tmp/index.html && "
+                   "exec httpd -f -p 8080 -h /tmp"]
+        assert define_and_scale(connector, service, 2, busybox, command=command,
+                                network=network.name, ports=[8080])[0] == 200
+        answers = set()
+        for container in containers_of(docker_engine, service, running_only=True):
+            [binding] = [b for b in container.ports["8080/tcp"] if "." in b["HostIp"]]
+            url = f"http://127.0.0.1:{binding['HostPort']}/"
+            answers.add(wait_until(lambda: _text(url), what=f"{url} to answer"))
+        assert answers == {"1\n", "2\n"}
+    finally:
+        for container in containers_of(docker_engine, service):
+            container.remove(force=True)
+        network.remove()
 
 
-@needs_engine
-@pytest.mark.timeout(120)
-def test_an_image_that_does_not_exist_is_a_clear_503(engine_connector, service):
-    engine_connector.call("POST", "/service", {"name": service,
-                                               "image": "genisys-test/no-such-image:never"})
-    status, body = engine_connector.call("POST", f"/service/{service}/scale", {"number": 1})
-    assert status == 503 and body["error"].startswith("the Docker engine refused: ")
+def _text(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def test_ports_without_a_network_on_an_engine_without_bridge_get_one_sentence(
+        docker_engine, start_connector, service, busybox):
+    if docker_engine.client.networks.list(filters={"name": "^bridge$"}):
+        pytest.skip("this engine has a default bridge")  # never for the private engine
+    connector = start_connector()
+    connector.call("PUT", f"/service/{service}", {"name": service, "image": busybox,
+                                                   "command": "sleep 600", "ports": [80]})
+    assert connector.call("POST", f"/service/{service}/scale", {"number": 1}) == (503, {
+        "error": "ports cannot be published: the Docker engine has no default bridge "
+                 "network, so set \"network\" to one of its networks."})
+    assert containers_of(docker_engine, service) == []
+
+
+def test_a_missing_image_is_named_with_whether_a_pull_was_tried(
+        start_connector, service, busybox):
+    connector = start_connector()
+    image = "genisys-test/no-such-image:never"
+    assert define_and_scale(connector, service, 1, image, pull="never") == (503, {
+        "error": f"image '{image}' is not on the Docker engine and pull is 'never', "
+                 "so it was not pulled."})
+    status, body = define_and_scale(connector, service, 1, image)  # pull: missing
+    assert status == 503 and body["error"].startswith(f"image '{image}' could not be pulled: ")
+    assert body["error"].count(". ") == 0 and body["error"].endswith(".")
+    # always: even an image on the engine is pulled, and here no registry answers
+    status, body = define_and_scale(connector, service, 1, busybox, pull="always")
+    assert status == 503 and body["error"].startswith(f"image '{busybox}' could not be pulled")
+    assert define_and_scale(connector, service, 1, busybox, pull="never")[0] == 200
+
+
+def test_definitions_and_containers_survive_a_killed_connector_without_duplicates(
+        docker_engine, start_connector, service, busybox, tmp_path):
+    state = str(tmp_path / "state.json")
+    first = start_connector("--state-file", state)
+    define_and_scale(first, service, 2, busybox)
+    before = sorted(c.id for c in containers_of(docker_engine, service))
+    first.stop(signal.SIGKILL)
+
+    second = start_connector("--state-file", state)  # nothing POSTed again
+    assert second.call("GET", f"/service/{service}")[1]["image"] == busybox
+    assert second.call("GET", f"/service/{service}/status")[1] == {"running_resources": 2}
+    assert second.call("POST", f"/service/{service}/scale", {"number": 2})[1][
+        "running_resources"] == 2
+    assert sorted(c.id for c in containers_of(docker_engine, service)) == before  # adopted
+    assert second.call("POST", f"/service/{service}/scale", {"number": 3})[0] == 200
+    assert sorted(c.name for c in containers_of(docker_engine, service)) == [
+        f"genisys-{service}-{n}" for n in (1, 2, 3)]

@@ -1,7 +1,7 @@
-"""Dockerfile, docker-compose.yml and deploy/: what can be checked without a Docker engine.
+"""Dockerfile, docker-compose.yml and deploy/: parsed and checked against the code.
 
-No engine answers here, so nothing is built or started: the files are parsed and checked
-against the code (the configuration keys it reads, the entry points it has).
+The configuration keys it reads, the entry points it has, the Consul version the tests
+run. Building and running them is integration/test_image.py and test_compose.py.
 """
 
 import re
@@ -10,10 +10,12 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from genisys import config as config_module
 from genisys.computes_file import read_definitions
+from genisys.connectors.docker import DockerBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLICAS = ["genisys-1", "genisys-2", "genisys-3"]
@@ -66,8 +68,8 @@ def compose() -> dict:
 
 # -- Dockerfile --------------------------------------------------------------------------
 
-def test_dockerfile_builds_on_python_3_11_slim():
-    assert instruction("FROM") == ["python:3.11-slim"]
+def test_dockerfile_builds_on_python_3_11_slim_unless_told_otherwise():
+    assert dockerfile()[:2] == [("ARG", "BASE=python:3.11-slim"), ("FROM", "${BASE}")]
 
 
 def test_dockerfile_runs_as_a_non_root_user():
@@ -125,12 +127,28 @@ def test_compose_has_consul_three_replicas_a_load_balancer_and_the_docker_connec
 
 def test_compose_consul_is_a_single_server_listening_for_clients(compose):
     consul = compose["services"]["consul"]
-    assert consul["image"].startswith("hashicorp/consul")
+    assert consul["image"].startswith("hashicorp/consul:")
     command = shlex.split(consul["command"]) if isinstance(consul["command"], str) \
         else consul["command"]
     assert command[0] == "agent"
     assert {"-server", "-bootstrap-expect=1", "-client=0.0.0.0"} <= set(command)
     assert "/v1/status/leader" in " ".join(consul["healthcheck"]["test"])
+
+
+def test_compose_runs_the_consul_version_the_tests_run(compose, consul):
+    version = requests.get(f"{consul.url}/v1/agent/self", timeout=5).json()["Config"]["Version"]
+    assert compose["services"]["consul"]["image"] == f"hashicorp/consul:{version}"
+
+
+def test_compose_publishes_every_port_on_loopback_only(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_compose_names_only_files_that_exist():
+    for name in re.findall(r"README[\w.]*\.md", (ROOT / "docker-compose.yml").read_text()):
+        assert (ROOT / name).exists(), name
 
 
 def test_compose_replicas_are_identical_but_for_their_id(compose):
@@ -169,7 +187,7 @@ def test_compose_env_values_are_valid_configuration(compose):
 
 def test_compose_publishes_port_7001_through_the_load_balancer(compose):
     lb = compose["services"]["lb"]
-    assert "7001:7001" in lb["ports"]
+    assert lb["ports"] == ["127.0.0.1:${LB_PORT:-7001}:7001"]
     conf = (ROOT / lb["volumes"][0].split(":")[0]).read_text()
     servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", conf, re.MULTILINE)
     assert sorted(servers) == [(name, "7001") for name in REPLICAS]
@@ -180,7 +198,7 @@ def test_compose_publishes_port_7001_through_the_load_balancer(compose):
 
 def test_compose_publishes_each_replica_on_its_own_local_port(compose):
     ports = [compose["services"][name]["ports"][0] for name in REPLICAS]
-    assert ports == ["127.0.0.1:7011:7001", "127.0.0.1:7012:7001", "127.0.0.1:7013:7001"]
+    assert ports == [f"127.0.0.1:${{REPLICA_{n}_PORT:-701{n}}}:7001" for n in (1, 2, 3)]
 
 
 def test_compose_runs_the_docker_connector_with_the_engine_socket(compose):
@@ -190,9 +208,23 @@ def test_compose_runs_the_docker_connector_with_the_engine_socket(compose):
     assert command[command.index("--port") + 1] == "7051"
     assert command[command.index("--bind") + 1] == "0.0.0.0"
     assert "/var/run/docker.sock:/var/run/docker.sock" in connector["volumes"]
+    assert connector["restart"] == "unless-stopped"
+    state = command[command.index("--state-file") + 1]
+    assert any(v.endswith(":" + state.rsplit("/", 1)[0]) for v in connector["volumes"])
     test = " ".join(connector["healthcheck"]["test"])
     assert "7051/health" in test
     compile(connector["healthcheck"]["test"][-1], "healthcheck", "exec")
+
+
+def test_compose_gives_the_docker_connector_valid_services_on_the_compose_network(compose):
+    connector = compose["services"][CONNECTOR]
+    path = connector["command"][connector["command"].index("--service-file") + 1]
+    [mount] = [v for v in connector["volumes"] if v.split(":")[1] == path]
+    definitions = [DockerBackend("unix:///nonexistent.sock").validate(d)
+                   for _, d in read_definitions(ROOT / mount.split(":")[0])]
+    assert definitions
+    network = compose["networks"]["default"]["name"]
+    assert all(d["network"] == network for d in definitions)
 
 
 def test_compose_computes_name_the_docker_connector_on_the_compose_network(compose):

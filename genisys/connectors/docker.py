@@ -2,9 +2,12 @@
 
     python -m genisys.connectors.docker --port 7051 [--docker-url unix:///var/run/docker.sock]
 
-A definition is {"name", "image", "command"?, "environment"?, "ports"?}. Containers carry
-the label genisys.service=<name>; status counts the running ones. The engine holds the
-state: containers outlive the connector, and a restarted connector counts them again.
+A definition is {"name", "image", "command"?, "environment"?, "ports"?, "network"?,
+"pull"?}. Container genisys-<name>-<n> carries the labels genisys.service=<name> and
+genisys.instance=<n>; status counts the running ones. The engine holds the state:
+containers outlive the connector, and a restarted connector adopts them by their labels.
+Scaling down stops containers in the background, so that an answer never waits for a
+stop's grace period; those being stopped no longer count.
 """
 
 import asyncio
@@ -13,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
@@ -26,12 +30,17 @@ from genisys.connectors.kit import (
     validate_command,
     validate_environment,
 )
+from genisys.jsonbody import excerpt
 from genisys.model import ValidationError, check_fields, validate_name
 
 SERVICE_LABEL = "genisys.service"
 INSTANCE_LABEL = "genisys.instance"
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}")
 PORT = re.compile(r"([0-9]{1,5})(?:/(tcp|udp|sctp))?")
+NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Networks where a container has no ports of its own to publish.
+UNPUBLISHED_NETWORKS = ("host", "none")
+PULL_POLICIES = ("never", "missing", "always")
 # Left behind by a crash or a failed start: replaced, as the process connector reaps.
 DEAD_STATES = ("created", "exited", "dead")
 
@@ -50,6 +59,8 @@ class DockerBackend(Backend):
         self._client_lock = threading.Lock()
         # The docker SDK blocks: its calls run here, enough threads to stop many at once.
         self._pool = ThreadPoolExecutor(32, thread_name_prefix="docker")
+        # container id -> the task stopping it; those no longer count.
+        self._stopping: dict[str, asyncio.Task] = {}
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -65,16 +76,20 @@ class DockerBackend(Backend):
         return cls(args.docker_url, args.grace)
 
     def validate(self, definition: dict) -> dict:
-        check_fields(definition, ("name", "image"), ("command", "environment", "ports"))
+        check_fields(definition, ("name", "image"),
+                     ("command", "environment", "ports", "network", "pull"))
         image = definition["image"]
         if not isinstance(image, str) or not IMAGE.fullmatch(image):
             raise ValidationError(f"image must be an image reference like 'nginx:1.27', "
                                   f"got {image!r:.80}.")
         result = {"name": validate_name(definition["name"]), "image": image,
                   "environment": validate_environment(definition.get("environment", {})),
-                  "ports": _ports(definition.get("ports", []))}
+                  "ports": _ports(definition.get("ports", [])),
+                  "pull": _pull(definition.get("pull", "missing"))}
         if "command" in definition:
             result["command"] = validate_command(definition["command"])
+        if "network" in definition:
+            result["network"] = _network(definition["network"], result["ports"])
         return result
 
     async def scale(self, definition: dict, number: int) -> None:
@@ -82,17 +97,39 @@ class DockerBackend(Backend):
         containers = await self._call(self._list, name, False)
         await asyncio.gather(*(self._call(c.remove, force=True)
                                for c in containers if c.status in DEAD_STATES))
-        running = sorted((c for c in containers if c.status not in DEAD_STATES), key=_instance)
+        running = sorted((c for c in containers if c.status not in DEAD_STATES
+                          and c.id not in self._stopping), key=_instance)
+        if number > len(running):
+            await self._call(self._ensure_image, definition)
         last = max(map(_instance, containers), default=0)
         for instance in range(last + 1, last + 1 + number - len(running)):
             await self._call(self._run, definition, instance)
-        # The newest go first.
-        await asyncio.gather(*(self._call(self._remove, c) for c in running[number:]))
+        # The newest go first, in the background: a stop may take the whole grace period.
+        for container in running[number:]:
+            self._stop_in_background(container)
+        if running[number:]:
+            log.info("%s: stopping %d container(s) in the background (grace %d s)",
+                     name, len(running[number:]), self.grace)
 
     async def status(self, definition: dict) -> int:
-        return len(await self._call(self._list, definition["name"], True))
+        containers = await self._call(self._list, definition["name"], True)
+        return sum(1 for c in containers if c.id not in self._stopping)
+
+    def _stop_in_background(self, container) -> None:
+        task = asyncio.create_task(self._call(self._remove, container))
+        self._stopping[container.id] = task
+        task.add_done_callback(functools.partial(self._stopped, container.id))
+
+    def _stopped(self, container_id: str, task: asyncio.Task) -> None:
+        # A failed stop counts again as running: the next scale order stops it again.
+        del self._stopping[container_id]
+        if not task.cancelled() and task.exception():
+            log.warning("could not stop container %.12s: %s", container_id, task.exception())
 
     async def close(self) -> None:
+        if self._stopping:
+            log.info("finishing %d stop(s) in flight", len(self._stopping))
+            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
         log.info("containers keep running: the engine holds them")
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
@@ -114,7 +151,8 @@ class DockerBackend(Backend):
         # connector must start (and validate definitions) while the engine is down.
         with self._client_lock:
             if self._client is None:
-                self._client = docker.DockerClient(base_url=self.docker_url, timeout=60)
+                self._client = docker.DockerClient(base_url=self.docker_url,
+                                                    timeout=60 + self.grace)
             return self._client
 
     def _list(self, name: str, running_only: bool):
@@ -125,15 +163,53 @@ class DockerBackend(Backend):
         return self._docker().containers.list(all=not running_only, filters=filters,
                                               sparse=True)
 
+    def _ensure_image(self, definition: dict) -> None:
+        """Pull the image as the definition's pull policy says; BackendError names it."""
+        image, pull = definition["image"], definition["pull"]
+        if pull != "always" and self._has_image(image):
+            return
+        if pull == "never":
+            raise BackendError(f"image {image!r} is not on the Docker engine and pull is "
+                               "'never', so it was not pulled.")
+        started = time.monotonic()
+        try:
+            self._docker().images.pull(image)
+        except docker.errors.APIError as exc:
+            raise BackendError(f"image {image!r} could not be pulled: "
+                               f"{excerpt(str(exc.explanation or exc), 200).rstrip('.')}."
+                               ) from None
+        log.info("pulled %s in %.1f s", image, time.monotonic() - started)
+
+    def _has_image(self, image: str) -> bool:
+        try:
+            self._docker().images.get(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
     def _run(self, definition: dict, instance: int) -> None:
         name = definition["name"]
-        self._docker().containers.run(
-            definition["image"], definition.get("command"), detach=True,
+        if definition["ports"] and "network" not in definition and not self._has_bridge():
+            # The engine would start the container without publishing anything.
+            raise BackendError("ports cannot be published: the Docker engine has no default "
+                               "bridge network, so set \"network\" to one of its networks.")
+        # create, not run: run would pull a missing image whatever the pull policy
+        container = self._docker().containers.create(
+            definition["image"], definition.get("command"), name=f"genisys-{name}-{instance}",
             labels={SERVICE_LABEL: name, INSTANCE_LABEL: str(instance)},
             environment={**definition["environment"], "GENISYS_SERVICE": name,
                          "GENISYS_INSTANCE": str(instance)},
+            network_mode=definition.get("network"),
             # each published on a free host port of the engine's choosing
             ports={port: None for port in definition["ports"]})
+        container.start()
+
+    def _has_bridge(self) -> bool:
+        try:
+            self._docker().networks.get("bridge")
+            return True
+        except docker.errors.NotFound:
+            return False
 
     def _remove(self, container) -> None:
         try:
@@ -146,6 +222,22 @@ class DockerBackend(Backend):
 def _instance(container) -> int:
     label = (container.attrs.get("Labels") or {}).get(INSTANCE_LABEL, "")
     return int(label) if label.isdigit() else 0
+
+
+def _pull(value) -> str:
+    if value not in PULL_POLICIES:
+        raise ValidationError(f"pull must be one of never, missing, always, got {value!r:.40}.")
+    return value
+
+
+def _network(value, ports: list[str]) -> str:
+    if not isinstance(value, str) or not NETWORK.fullmatch(value):
+        raise ValidationError(f"network must be host, none, bridge or a network's name, "
+                              f"got {value!r:.80}.")
+    if value in UNPUBLISHED_NETWORKS and ports:
+        raise ValidationError(f"ports cannot be published with network {value!r}: "
+                              "the container has no network of its own.")
+    return value
 
 
 def _ports(value) -> list[str]:

@@ -32,13 +32,13 @@ import tornado.web
 
 from genisys import logformat
 from genisys.computes_file import DefinitionFileError, read_definitions
+from genisys.connectors.state import StateFile
 from genisys.httpserver import DEFAULT_TIMEOUT, LimitedHTTPServer, raise_fd_limit
 from genisys.jsonbody import BadJson, excerpt, loads_object
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
-from genisys.protocol import MAX_TERM, TERM_FIELD
+from genisys.protocol import MAX_TERM, TERM_FIELD, TERM_HEADER
 
 MAX_BODY = 64 * 1024
-TERM_HEADER = "X-Genisys-Term"
 # Per service and order, unless --max-instances says otherwise: 100,000 processes would
 # take half an hour to start, and no real host runs them.
 DEFAULT_MAX_INSTANCES = 1000
@@ -126,6 +126,7 @@ class Connector:
         self._locks: dict[str, asyncio.Lock] = {}
         self._newest: dict[str, asyncio.Task] = {}  # the order in progress, per service
         self._replaced: dict[asyncio.Task, int] = {}  # cancelled orders: the newer number
+        self.state: StateFile | None = None  # --state-file: saved on every change
 
     def define(self, body, name: str | None = None) -> tuple[dict, bool]:
         """Validate and store a definition; (definition, created).
@@ -147,6 +148,8 @@ class Connector:
             raise Conflict(f"service {definition['name']!r} is already defined; "
                            f"PUT /service/{definition['name']} replaces its definition.")
         self.definitions[definition["name"]] = definition
+        if self.state:
+            self.state.save(self.definitions)
         return definition, created
 
     def get(self, name: str) -> dict:
@@ -496,6 +499,7 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
         "open client connections beyond which new ones are closed at once "
         "(default: half the open file limit)"))
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
+    parser.add_argument("--state-file", help="keeps the definitions across restarts (JSON)")
     backend_class.add_arguments(parser)
     logformat.add_argument(parser)
     args = parser.parse_args(argv)
@@ -538,6 +542,9 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
         connector = Connector(backend, args.max_instances)
         if args.service_file:
             connector.load(args.service_file)
+        if args.state_file:
+            connector.state = StateFile(args.state_file)
+            connector.state.restore(connector)
         try:
             server, port = listen(connector, args.bind, args.port, args.http_timeout,
                                   args.max_connections)
