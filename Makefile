@@ -1,6 +1,6 @@
-# The two commands: `make run` and `make test`. Both set up everything they need
-# (virtual environment, Python packages, the Consul binary, the Docker engine and tools
-# the Docker tests use) from nothing.
+# The two commands: `make run` and `make test`. Both set up everything they need from
+# nothing: the virtual environment, the Python packages and the Consul binary; `make test`
+# also the Docker engine and the tools the Docker tests use.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -26,7 +26,8 @@ $(CONSUL):
 $(DOCKER): scripts/install-docker.sh
 	scripts/install-docker.sh $@
 
-run: setup
+# Running Genisys needs no Docker engine: only the tests install one.
+run: $(VENV)/.installed $(CONSUL)
 	$(PY) scripts/run_dev.py
 
 test: setup
