@@ -5,6 +5,7 @@ import os
 import pytest
 
 from tests.dockerd import DockerEngine, NoEngine
+from tests.faulty_connector import FaultyProcess
 from tests.support import ConsulAgent, Replica, unique_prefix
 
 
@@ -62,3 +63,17 @@ def pytest_terminal_summary(terminalreporter):
     if DOCKER_TIMINGS:
         terminalreporter.write_line("Docker: " + ", ".join(
             f"{step} {seconds:.1f} s" for step, seconds in DOCKER_TIMINGS.items()))
+
+
+@pytest.fixture
+def faulty(tmp_path):
+    """Start misbehaving connectors (tests/faulty_connector.py); each call gives its URL."""
+    started = []
+
+    def start(fault: str, *args: str) -> str:
+        started.append(FaultyProcess(fault, tmp_path / f"{fault}-{len(started)}.log", *args))
+        return started[-1].url
+
+    yield start
+    for process in started:
+        process.stop()

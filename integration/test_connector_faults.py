@@ -8,7 +8,6 @@ import pytest
 
 from genisys.reconciler import MAX_SENTENCE
 from tests.connector_helpers import ConnectorProcess, unique
-from tests.faulty_connector import FaultyProcess
 from tests.support import ROOT, wait_until
 
 FAST = {"connector": {"poll_interval": "1s", "timeout": "1s"},
@@ -16,19 +15,6 @@ FAST = {"connector": {"poll_interval": "1s", "timeout": "1s"},
 DEMO = [sys.executable, str(ROOT / "examples" / "demo_service.py")]
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def faulty(tmp_path):
-    started = []
-
-    def start(fault: str) -> str:
-        started.append(FaultyProcess(fault, tmp_path / f"{fault}.log"))
-        return started[-1].url
-
-    yield start
-    for process in started:
-        process.stop()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -32,31 +30,6 @@ def connectors(tmp_path):
     yield start
     for connector in started:
         connector.__exit__(None, None, None)
-
-
-@pytest.fixture
-def faulty_connector(tmp_path):
-    """A real connector process that fails on purpose (tests/faulty_connector.py)."""
-    started = []
-
-    def start(fault, *args):
-        port = free_port()
-        output = open(tmp_path / f"{fault}-{port}.log", "wb")
-        started.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.faulty_connector", "--port", str(port),
-             "--fault", fault, *args], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT))
-        wait_until(lambda: _listening(port), timeout=10, what=f"the {fault} connector")
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
-
-
-def _listening(port):
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
@@ -147,14 +120,14 @@ def test_a_total_written_by_another_tool_converges(start_replica, connectors, se
 
 
 def test_failing_computes_are_reported_and_the_others_converge(start_replica, connectors,
-                                                               faulty_connector, service):
+                                                               faulty, service):
     replica = start_replica(FAST)
     good = connectors("good")
     define(good, service)
     add_compute(replica, "good", good.url)
     add_compute(replica, "down", f"http://127.0.0.1:{free_port()}")
     for fault in ("error", "slow", "badjson"):
-        add_compute(replica, fault, faulty_connector(fault))
+        add_compute(replica, fault, faulty(fault))
 
     replica.request("POST", f"/service/{service}/scale", {"number": 2, "compute": "good"})
     wait_until(lambda: running(good, service) == 2, timeout=15, what="the good compute")
@@ -172,7 +145,7 @@ def test_failing_computes_are_reported_and_the_others_converge(start_replica, co
 
 
 def test_the_loop_survives_junk_and_changes_during_a_cycle(start_replica, connectors,
-                                                           faulty_connector, service, consul,
+                                                           faulty, service, consul,
                                                            prefix):
     """Each of these stopped the 2015 poller for good: here the next cycle runs."""
     replica = start_replica(FAST)
@@ -180,7 +153,7 @@ def test_the_loop_survives_junk_and_changes_during_a_cycle(start_replica, connec
     define(connector, service)
     add_compute(replica, "local", connector.url)
     # A slow compute makes each cycle last about a second: changes land mid-cycle.
-    add_compute(replica, "slow", faulty_connector("slow", "--delay", "0.8"))
+    add_compute(replica, "slow", faulty("slow", "--delay", "0.8"))
     consul.kv_put(f"{prefix}resources/junk-total", "many")
     consul.kv_put(f"{prefix}placements/junk-placement", "{not json")
     consul.kv_put(f"{prefix}resources/binary", b"\xff\xfe")

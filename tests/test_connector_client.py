@@ -5,6 +5,7 @@ a valid count: never another exception.
 """
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -13,22 +14,8 @@ from genisys.connectors.kit import Backend, Connector, listen
 from genisys.model import check_fields, validate_name
 from genisys.protocol import MAX_TERM
 from tests.connector_helpers import call
-from tests.faulty_connector import FaultyProcess
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def faulty(tmp_path):
-    started = []
-
-    def start(fault: str) -> str:
-        started.append(FaultyProcess(fault, tmp_path / f"{fault}.log"))
-        return started[-1].url
-
-    yield start
-    for process in started:
-        process.stop()
 
 
 class MemoryBackend(Backend):
@@ -57,6 +44,19 @@ def with_client(scenario):
         finally:
             client.close()
     return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def kit_connector():
+    """An in-process kit connector on a real port with the service `web` defined:
+    (connector, its URL)."""
+    connector = Connector(MemoryBackend())
+    connector.define({"name": "web"})
+    server, port = listen(connector)
+    try:
+        yield connector, f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 async def expect_error(call_, *words):
@@ -112,29 +112,19 @@ def test_a_url_curl_cannot_use_is_a_connector_error():
 
 def test_service_names_travel_percent_encoded():
     async def scenario(client):
-        connector = Connector(MemoryBackend())
-        server, port = listen(connector)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            connector.define({"name": "web"})
+        with kit_connector() as (connector, url):
             # Unquoted, this would be POST /service/web/scale?/scale: an order for "web".
             await expect_error(client.scale(url, "web/scale?", 5, None), "answered 400")
             await expect_error(client.status(url, "web/status?x"), "answered 400")
             assert await client.status(url, "web") == 0
             assert connector.backend.counts == {}
-        finally:
-            server.stop()
 
     with_client(scenario)
 
 
 def test_a_stale_term_409_names_the_highest_term_seen():
     async def scenario(client):
-        connector = Connector(MemoryBackend())
-        server, port = listen(connector)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            connector.define({"name": "web"})
+        with kit_connector() as (connector, url):
             assert await client.scale(url, "web", 1, 999_999_999_999_999_999) == 1
             with pytest.raises(StaleTerm) as caught:
                 await client.scale(url, "web", 2, 5)
@@ -147,7 +137,5 @@ def test_a_stale_term_409_names_the_highest_term_seen():
                 {"X-Genisys-Term": str(MAX_TERM + 1)})
             assert status == 400 and "at most" in body["error"], body
             assert connector.backend.counts == {"web": 4}
-        finally:
-            server.stop()
 
     with_client(scenario)
