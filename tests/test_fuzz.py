@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.connector_helpers import ConnectorProcess
+from tests.fuzz_hooks import HARMLESS_COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
@@ -21,7 +22,7 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance,"
           "negative_data_rejection,unsupported_method,allow_header_conformance,"
           "use_after_free,ensure_resource_availability")
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 25
 
 
 def run_schemathesis(spec: str, url: str, *args: str) -> str:
@@ -42,8 +43,12 @@ def run_schemathesis(spec: str, url: str, *args: str) -> str:
 
 @pytest.fixture
 def process_connector(tmp_path):
-    # At most 3 instances of `sleep` (tests/fuzz_hooks.py) whatever the fuzzer orders.
+    # The service the specs' examples name; at most 3 instances of `sleep`
+    # (tests/fuzz_hooks.py) whatever the fuzzer orders.
+    services = tmp_path / "services.py"
+    services.write_text(f"web = {{'name': 'web', 'command': {HARMLESS_COMMAND!r}}}\n")
     with ConnectorProcess("genisys.connectors.process", "--max-instances", "3",
+                          "--service-file", str(services),
                           "--log-dir", str(tmp_path / "instances"),
                           log_path=tmp_path / "connector.log") as connector:
         yield connector
