@@ -7,9 +7,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import pytest
 
+from genisys.model import ValidationError, validate_url
+from tests import fuzz_hooks
 from tests.connector_helpers import ConnectorProcess
 from tests.fuzz_hooks import HARMLESS_COMMAND
 
@@ -61,6 +65,22 @@ def test_the_api_answers_as_its_spec_says(start_replica, process_connector):
     assert created.status_code == 201, created.text
     output = run_schemathesis("openapi.yaml", replica.url)
     assert "Tested: 11" in output  # every operation of the spec was reached
+    computes = replica.request("GET", "/compute").json()
+    assert {urlsplit(c["connector"]).hostname for c in computes.values()} <= {"127.0.0.1"}
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com:80/x", "HTTPS://ü", "http://a@b.example", "http://a:b@c.example",
+    "http://x:80@evil.example", "http://[::1]:80", "http://a\\b@evil.example", " http://c.example",
+    "http://evil.example?x", "http://evil.example#x"])
+def test_the_hook_keeps_every_accepted_connector_on_the_loopback(url):
+    case = SimpleNamespace(body={"name": "c", "connector": url})
+    fuzz_hooks.before_call(None, case, {})
+    try:
+        connector = validate_url(case.body["connector"])
+    except ValidationError:
+        return  # refused: no request goes anywhere
+    assert urlsplit(connector).hostname == "127.0.0.1"
 
 
 def test_the_connector_answers_as_its_spec_says(process_connector):
