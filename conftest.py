@@ -77,3 +77,11 @@ def faulty(tmp_path):
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    """A CA with a "server" and a "client" certificate for localhost and 127.0.0.1
+    (genisys.devconsul.TLSFiles), made by Consul's own `consul tls`."""
+    from genisys.devconsul import make_certificates
+    return make_certificates(str(tmp_path_factory.mktemp("tls")))
