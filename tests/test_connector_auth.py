@@ -145,3 +145,18 @@ def test_genisys_scales_through_a_connector_that_requires_the_computes_token(
 
     replica.request("PUT", "/compute/guarded", {"connector": guarded.url, "token": TOKEN})
     wait_until(lambda: processes_of(name) == {}, 20, "the scale to 0 with the right token")
+
+
+def test_a_retired_connector_is_drained_with_its_computes_token(start_replica, guarded):
+    name = unique("auth-retired")
+    define_demo(guarded, name)
+    replica = start_replica({"connector": {"poll_interval": "1s"}})
+    replica.request("POST", "/compute", {"name": "moving", "connector": guarded.url,
+                                         "token": TOKEN})
+    replica.request("POST", f"/service/{name}/scale", {"number": 2})
+    wait_until(lambda: len(processes_of(name)) == 2, 20, "2 instances on the guarded connector")
+    # Moving the compute retires its connector: the leader stops what runs there.
+    moved = replica.request("PUT", "/compute/moving", {"connector": "http://127.0.0.1:9"})
+    assert moved.status_code == 200
+    wait_until(lambda: processes_of(name) == {}, 20, "the retired connector drained")
+    assert "requires a token" not in guarded.log()  # every call bore the token
