@@ -1,7 +1,7 @@
 """Pure values and validation: names, numbers, computes. No I/O, no Tornado."""
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field as dataclass_field
 from urllib.parse import urlsplit
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -115,7 +115,7 @@ class Compute:
     # Set (to the time) while a DELETE is in progress: no new placement may use it.
     deleting: str | None = None
     # Sent to the connector as `Authorization: Bearer <token>`; write-only in the API.
-    token: str | None = field(default=None, repr=False)
+    token: str | None = dataclass_field(default=None, repr=False)
 
     @classmethod
     def from_dict(cls, body) -> "Compute":
