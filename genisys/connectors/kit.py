@@ -4,8 +4,8 @@ A backend says how to validate a service definition, scale a service and count i
 instances. The kit does the rest: HTTP and its one error shape (with the server limits
 of genisys.httpserver), the service definitions, one scale order at a time per service
 (services in parallel; a newer order replaces the one in progress), a maximum number of
-instances, the term fence, the command line, logging and a graceful stop. A connector is
-then one short file:
+instances, the term fence, a required token (--token-file), HTTPS (--tls-cert), the
+command line, logging and a graceful stop. A connector is then one short file:
 
     class MyBackend(Backend):
         def validate(self, definition): ...
@@ -46,6 +46,8 @@ DEFAULT_MAX_INSTANCES = 1000
 # Genisys may send one request per service at once: 1,000 services must not overflow
 # the accept queue (the kernel caps this at net.core.somaxconn).
 BACKLOG = 4096
+# The token a connector requires when --token-file is not given.
+TOKEN_VARIABLE = "GENISYS_CONNECTOR_TOKEN"
 
 log = logging.getLogger("genisys.connector")
 
@@ -70,8 +72,8 @@ class BackendError(Exception):
     """503: the backend could not carry out the order; the message says why."""
 
 
-ERROR_STATUS = {ValidationError: 400, BadJson: 400, Unauthorized: 401, NotFound: 404, Conflict: 409,
-                BodyTooLarge: 413, BackendError: 503}
+ERROR_STATUS = {ValidationError: 400, BadJson: 400, Unauthorized: 401, NotFound: 404,
+                Conflict: 409, BodyTooLarge: 413, BackendError: 503}
 
 
 def _error_status(error) -> int | None:
@@ -598,9 +600,6 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
     log.info("stopped")
 
 
-TOKEN_VARIABLE = "GENISYS_CONNECTOR_TOKEN"
-
-
 def _read_token(path: str | None) -> str | None:
     """The token of --token-file, else of $GENISYS_CONNECTOR_TOKEN; None when neither.
     OSError (the process stops with it) when the file cannot be read or is empty."""
@@ -611,4 +610,3 @@ def _read_token(path: str | None) -> str | None:
     if not token:
         raise OSError(f"the token file {path} is empty")
     return token
-
