@@ -160,3 +160,16 @@ def test_a_retired_connector_is_drained_with_its_computes_token(start_replica, g
     assert moved.status_code == 200
     wait_until(lambda: processes_of(name) == {}, 20, "the retired connector drained")
     assert "requires a token" not in guarded.log()  # every call bore the token
+
+
+def test_the_docker_connector_requires_its_token_too(tmp_path):
+    """Both reference connectors get the check from the kit; no engine is needed for it."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with ConnectorProcess("genisys.connectors.docker", "--token-file", str(token_file),
+                          "--docker-url", f"unix://{tmp_path}/no-engine.sock",
+                          log_path=tmp_path / "docker.log") as connector:
+        assert connector.call("GET", "/health")[0] == 200
+        assert connector.call("POST", "/service/web/scale", {"number": 1},
+                              headers={"X-Genisys-Term": str(2**62)})[0] == 401
+        assert connector.call("GET", "/service", headers=BEARER) == (200, {})
