@@ -21,22 +21,26 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 # Every check that fits. Not positive_data_acceptance: rules across fields or beyond JSON
 # Schema (a PUT's name must match its path, a connector URL's port must be a port) make
-# some schema-valid bodies a rightful 400. Nor the authorization checks: no per-user objects.
+# some schema-valid bodies a rightful 400. Nor object_level_authorization: no per-user
+# objects. ignored_auth (no or a bad token is refused) where the server requires a token.
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance,"
           "negative_data_rejection,unsupported_method,allow_header_conformance,"
           "use_after_free,ensure_resource_availability")
 MAX_EXAMPLES = 25
+CONNECTOR_TOKEN = "fuzz-connector-" + "3" * 32
 
 
-def run_schemathesis(spec: str, url: str, *args: str) -> str:
-    """Run it to the end; its output. Fails the test, with the output, on any failure."""
+def run_schemathesis(spec: str, url: str, workdir: Path, token: str | None = None) -> str:
+    """Run it to the end (in `workdir`, where it keeps its cache), with `token` as the
+    bearer token; its output. Fails the test, with the output, on any failure."""
+    auth = ["--checks", CHECKS + ",ignored_auth",
+            "--header", f"Authorization: Bearer {token}"] if token else ["--checks", CHECKS]
     result = subprocess.run(
-        [SCHEMATHESIS, "run", str(ROOT / "genisys" / spec), "--url", url,
-         "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES),
-         "--generation-deterministic", "--workers", "1", "--no-color",
-         "--request-timeout", "10", "--suppress-health-check", "all", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=110,
+        [SCHEMATHESIS, "run", str(ROOT / "genisys" / spec), "--url", url, *auth,
+         "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic", "--workers", "1",
+         "--no-color", "--request-timeout", "10", "--suppress-health-check", "all"],
+        cwd=workdir, capture_output=True, text=True, timeout=110,
         env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT)})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -51,19 +55,21 @@ def process_connector(tmp_path):
     # (tests/fuzz_hooks.py) whatever the fuzzer orders.
     services = tmp_path / "services.py"
     services.write_text(f"web = {{'name': 'web', 'command': {HARMLESS_COMMAND!r}}}\n")
+    token = tmp_path / "connector.token"
+    token.write_text(CONNECTOR_TOKEN)
     with ConnectorProcess("genisys.connectors.process", "--max-instances", "3",
-                          "--service-file", str(services),
+                          "--service-file", str(services), "--token-file", str(token),
                           "--log-dir", str(tmp_path / "instances"),
                           log_path=tmp_path / "connector.log") as connector:
         yield connector
 
 
-def test_the_api_answers_as_its_spec_says(start_replica, process_connector):
+def test_the_api_answers_as_its_spec_says(start_replica, process_connector, tmp_path):
     replica = start_replica()
-    created = replica.request("POST", "/compute",
-                              {"name": "local", "connector": process_connector.url})
+    created = replica.request("POST", "/compute", {
+        "name": "local", "connector": process_connector.url, "token": CONNECTOR_TOKEN})
     assert created.status_code == 201, created.text
-    output = run_schemathesis("openapi.yaml", replica.url)
+    output = run_schemathesis("openapi.yaml", replica.url, tmp_path)
     assert "Tested: 11" in output  # every operation of the spec was reached
     computes = replica.request("GET", "/compute").json()
     assert {urlsplit(c["connector"]).hostname for c in computes.values()} <= {"127.0.0.1"}
@@ -83,6 +89,7 @@ def test_the_hook_keeps_every_accepted_connector_on_the_loopback(url):
     assert urlsplit(connector).hostname == "127.0.0.1"
 
 
-def test_the_connector_answers_as_its_spec_says(process_connector):
-    output = run_schemathesis("connector-openapi.yaml", process_connector.url)
+def test_the_connector_answers_as_its_spec_says(process_connector, tmp_path):
+    output = run_schemathesis("connector-openapi.yaml", process_connector.url, tmp_path,
+                              CONNECTOR_TOKEN)
     assert "Tested: 8" in output
