@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from genisys.model import ValidationError, validate_url
 from tests import fuzz_hooks
@@ -18,6 +19,7 @@ from tests.connector_helpers import ConnectorProcess
 from tests.fuzz_hooks import HARMLESS_COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "genisys"
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 # Every check that fits. Not positive_data_acceptance: rules across fields or beyond JSON
 # Schema (a PUT's name must match its path, a connector URL's port must be a port) make
@@ -31,13 +33,13 @@ MAX_EXAMPLES = 25
 CONNECTOR_TOKEN = "fuzz-connector-" + "3" * 32
 
 
-def run_schemathesis(spec: str, url: str, workdir: Path, token: str | None = None) -> str:
+def run_schemathesis(spec: Path, url: str, workdir: Path, token: str | None = None) -> str:
     """Run it to the end (in `workdir`, where it keeps its cache), with `token` as the
     bearer token; its output. Fails the test, with the output, on any failure."""
     auth = ["--checks", CHECKS + ",ignored_auth",
             "--header", f"Authorization: Bearer {token}"] if token else ["--checks", CHECKS]
     result = subprocess.run(
-        [SCHEMATHESIS, "run", str(ROOT / "genisys" / spec), "--url", url, *auth,
+        [SCHEMATHESIS, "run", str(spec), "--url", url, *auth,
          "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic", "--workers", "1",
          "--no-color", "--request-timeout", "10", "--suppress-health-check", "all"],
         cwd=workdir, capture_output=True, text=True, timeout=110,
@@ -69,7 +71,7 @@ def test_the_api_answers_as_its_spec_says(start_replica, process_connector, tmp_
     created = replica.request("POST", "/compute", {
         "name": "local", "connector": process_connector.url, "token": CONNECTOR_TOKEN})
     assert created.status_code == 201, created.text
-    output = run_schemathesis("openapi.yaml", replica.url, tmp_path)
+    output = run_schemathesis(SPECS / "openapi.yaml", replica.url, tmp_path)
     assert "Tested: 11" in output  # every operation of the spec was reached
     computes = replica.request("GET", "/compute").json()
     assert {urlsplit(c["connector"]).hostname for c in computes.values()} <= {"127.0.0.1"}
@@ -90,6 +92,11 @@ def test_the_hook_keeps_every_accepted_connector_on_the_loopback(url):
 
 
 def test_the_connector_answers_as_its_spec_says(process_connector, tmp_path):
-    output = run_schemathesis("connector-openapi.yaml", process_connector.url, tmp_path,
-                              CONNECTOR_TOKEN)
+    # This connector requires its token: the spec's optional token becomes a required one,
+    # so that ignored_auth checks every operation but /health without it too.
+    spec = yaml.safe_load((SPECS / "connector-openapi.yaml").read_text())
+    spec["security"] = [{"bearer": []}]
+    required = tmp_path / "connector-openapi.yaml"
+    required.write_text(yaml.safe_dump(spec))
+    output = run_schemathesis(required, process_connector.url, tmp_path, CONNECTOR_TOKEN)
     assert "Tested: 8" in output
