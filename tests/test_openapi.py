@@ -18,10 +18,16 @@ def load(name: str) -> dict:
 
 
 def route_paths(app) -> set[str]:
-    """The app's routes as OpenAPI paths: /service/([^/]+)/scale -> /service/{}/scale."""
-    patterns = [rule.matcher.regex.pattern for rule in app.wildcard_router.rules]
-    return {re.sub(r"\(\[\^/\]\+\)", "{}", p.removesuffix("$").removesuffix("/?"))
-            .replace("\\", "") for p in patterns}
+    """The app's routes as OpenAPI paths: /service/([^/]+)/scale -> /service/{}/scale, and
+    /service/([^/]+)/(pause|resume) -> one path each."""
+    paths = set()
+    for rule in app.wildcard_router.rules:
+        path = rule.matcher.regex.pattern.removesuffix("$").removesuffix("/?")
+        path = re.sub(r"\(\[\^/\]\+\)", "{}", path).replace("\\", "")
+        choice = re.search(r"\(([\w|]+)\)", path)
+        for word in choice.group(1).split("|") if choice else [None]:
+            paths.add(path if word is None else path[:choice.start()] + word + path[choice.end():])
+    return paths
 
 
 def spec_paths(spec: dict) -> set[str]:
