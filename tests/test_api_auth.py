@@ -95,6 +95,7 @@ def test_every_auth_failure_answers_its_status_and_changes_nothing(
         assert BOOTSTRAP not in response.text
         assert (response.headers.get("WWW-Authenticate") is not None) == (status == 401)
     assert state(consul, prefix) == before
+    assert BOOTSTRAP not in secured.log()  # access lines show the path, not the query
 
 
 def test_a_revoked_or_unknown_token_changes_nothing(secured, consul, prefix):
