@@ -3,6 +3,7 @@
 import pytest
 
 from genisys import auth
+from genisys import config as config_module
 from genisys.auth import AuthError, Authenticator
 
 BOOTSTRAP = "b" * 40
@@ -152,3 +153,10 @@ def test_a_bootstrap_token_file_that_cannot_be_read_is_named(tmp_path):
     path.write_text(BOOTSTRAP)
     with pytest.raises(ValueError, match="not both"):
         auth.read_bootstrap_token(BOOTSTRAP, str(path))
+
+
+def test_the_configuration_reads_the_bootstrap_token_but_never_shows_it():
+    config = config_module.build({}, environ={"GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP,
+                                              "GENISYS_BOOTSTRAP_TOKEN_FILE": ""})
+    assert config.genisys.bootstrap_token == BOOTSTRAP
+    assert BOOTSTRAP not in repr(config) and BOOTSTRAP not in str(config.genisys)
