@@ -76,12 +76,15 @@ def test_health_is_open_and_everything_else_asks_for_a_token(secured):
     ({"Authorization": "Bearer " + BOOTSTRAP[:-1]}, "", 401, "not valid"),
     (ADMIN, f"?token={BOOTSTRAP}", 400, "query string"),
     ({}, f"?access_token={BOOTSTRAP}", 400, "query string"),
+    ("the read token", "", 403, "needs a token with role"),
 ])
 def test_every_auth_failure_answers_its_status_and_changes_nothing(
         secured, consul, prefix, headers, query, status, sentence):
     assert secured.request("POST", "/compute", {"name": "local", "connector": "http://h:1"},
                            headers=ADMIN).status_code == 201
-    create(secured, "keep", "read")
+    reader = create(secured, "keep", "read")
+    if headers == "the read token":
+        headers = bearer(reader)
     before = state(consul, prefix)
     assert len(before) == 3  # the compute, its connector's claim, the token
     attempts = [("POST", "/compute", {"name": "evil", "connector": "http://127.0.0.1:9"}),
