@@ -2,6 +2,7 @@
 (which changes nothing), revocation across replicas, start-up refusal, request ids and
 security headers, the `genisys token` commands."""
 
+import re
 import subprocess
 import sys
 
@@ -201,11 +202,31 @@ def test_answers_carry_a_request_id_and_security_headers(secured):
     assert "GET /compute" in line
 
 
+def run_genisys(replica, *args, token=BOOTSTRAP):
+    env = {"GENISYS_ADDR": replica.url, "GENISYS_TOKEN": token, "PATH": ""}
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_readmes_token_commands(secured):
+    """The `genisys` lines of the README's Security block, with the exit code each says."""
+    readme = (ROOT / "README.md").read_text()
+    at = readme.index("genisys token create deploy-bot")
+    block = readme[readme.rindex("```", 0, at):readme.index("```", at)]
+    lines = [line.strip() for line in block.splitlines() if line.strip().startswith("genisys ")]
+    assert len(lines) == 4
+    for line in lines:
+        command, _, comment = line.partition("  #")
+        documented = re.search(r"exit (\d)", comment)
+        result = run_genisys(secured, *command.split()[1:])
+        assert result.returncode == (int(documented.group(1)) if documented else 0), \
+            line + result.stderr
+    assert list(secured.request("GET", "/token", headers=ADMIN).json()) == ["dashboard"]
+
+
 def test_the_token_commands_create_list_and_revoke(secured):
     def genisys(*args, token=BOOTSTRAP):
-        env = {"GENISYS_ADDR": secured.url, "GENISYS_TOKEN": token, "PATH": ""}
-        return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], env=env,
-                              capture_output=True, text=True, timeout=30)
+        return run_genisys(secured, *args, token=token)
 
     created = genisys("token", "create", "deploy", "operate")
     assert created.returncode == 1, created.stderr
