@@ -110,8 +110,9 @@ class Authenticator:
         self._bootstrap = hashlib.sha256(bootstrap.encode()).digest() if bootstrap else None
         self._accepted: dict[str, bytes] = {}  # record hash -> sha256 of its secret
 
-    def role(self, authorization: str | None) -> str:
-        """The role of the request's token; AuthError when it has none that is valid."""
+    def identify(self, authorization: str | None) -> tuple[str, str]:
+        """The name and role of the request's token ("bootstrap" for the bootstrap token);
+        AuthError when it has none that is valid."""
         if authorization is None:
             raise AuthError(UNAUTHORIZED, "this request needs a token: send the header "
                                           "Authorization: Bearer <token>.")
@@ -124,14 +125,14 @@ class Authenticator:
             raise AuthError(UNAUTHORIZED, "the bearer token is empty.")
         quick = hashlib.sha256(secret.encode()).digest()
         if self._bootstrap and hmac.compare_digest(quick, self._bootstrap):
-            return "admin"
+            return "bootstrap", "admin"
         match = _SECRET.fullmatch(secret)
         record = match and self._lookup(match["name"])
         if not record or not self._matches(secret, quick, record):
             # One sentence for an unknown name, a revoked token and a wrong secret alike.
             raise AuthError(UNAUTHORIZED, "the token is not valid: unknown, revoked or "
                                           "mistyped.")
-        return record["role"]
+        return record["name"], record["role"]
 
     def _matches(self, secret: str, quick: bytes, record: dict) -> bool:
         known = self._accepted.get(record["hash"])

@@ -53,6 +53,10 @@ def test_roles_decide_what_each_token_may_do(secured):
                                        "token has role read."}
     assert secured.request("POST", "/service/web/scale", {"number": 1},
                            headers=bearer(operator)).status_code == 202
+    # The access line names whose token did it (never the secret).
+    wait_until(lambda: re.search(r"202 POST /service/web/scale .* token operator$",
+                                 secured.log(), re.MULTILINE), what="the scale's access line")
+    assert operator not in secured.log()
     refused = secured.request("DELETE", "/compute/local", headers=bearer(operator))
     assert refused.status_code == 403 and "role admin" in refused.json()["error"]
     assert secured.request("GET", "/token", headers=bearer(operator)).status_code == 403

@@ -34,17 +34,17 @@ def test_two_tokens_of_one_name_differ_in_secret_and_salt():
     assert one != two and a["salt"] != b["salt"] and a["hash"] != b["hash"]
 
 
-def test_a_stored_token_gives_its_role():
+def test_a_stored_token_gives_its_name_and_role():
     secret, record = auth.new_token("reader", "read")
     check, _ = authenticator(record)
-    assert check.role(f"Bearer {secret}") == "read"
-    assert check.role(f"bearer  {secret} ") == "read"  # the scheme is case-insensitive
-    assert check.role(f"Bearer {secret}") == "read"  # remembered: the same answer
+    assert check.identify(f"Bearer {secret}") == ("reader", "read")
+    assert check.identify(f"bearer  {secret} ") == ("reader", "read")  # the scheme is case-insensitive
+    assert check.identify(f"Bearer {secret}") == ("reader", "read")  # remembered: the same answer
 
 
-def test_the_bootstrap_token_is_admin():
+def test_the_bootstrap_token_is_admin_named_bootstrap():
     check, _ = authenticator()
-    assert check.role(f"Bearer {BOOTSTRAP}") == "admin"
+    assert check.identify(f"Bearer {BOOTSTRAP}") == ("bootstrap", "admin")
 
 
 @pytest.mark.parametrize("header, sentence", [
@@ -60,7 +60,7 @@ def test_the_bootstrap_token_is_admin():
 def test_a_missing_or_bad_token_is_refused_with_401(header, sentence):
     check, _ = authenticator()
     with pytest.raises(AuthError) as refused:
-        check.role(header)
+        check.identify(header)
     assert refused.value.status == 401 and sentence in str(refused.value)
     assert BOOTSTRAP not in str(refused.value)
 
@@ -68,35 +68,35 @@ def test_a_missing_or_bad_token_is_refused_with_401(header, sentence):
 def test_a_wrong_secret_of_a_known_name_is_refused_even_after_the_right_one():
     secret, record = auth.new_token("ops", "admin")
     check, _ = authenticator(record)
-    assert check.role(f"Bearer {secret}") == "admin"
+    assert check.identify(f"Bearer {secret}") == ("ops", "admin")
     forged = secret[:-1] + ("0" if secret[-1] != "0" else "1")
     with pytest.raises(AuthError, match="not valid"):
-        check.role(f"Bearer {forged}")
+        check.identify(f"Bearer {forged}")
 
 
 def test_a_revoked_token_is_refused_although_it_was_accepted_before():
     secret, record = auth.new_token("gone", "operate")
     check, stored = authenticator(record)
-    assert check.role(f"Bearer {secret}") == "operate"
+    assert check.identify(f"Bearer {secret}") == ("gone", "operate")
     del stored["gone"]
     with pytest.raises(AuthError, match="unknown, revoked or mistyped"):
-        check.role(f"Bearer {secret}")
+        check.identify(f"Bearer {secret}")
 
 
 def test_a_record_replaced_under_the_same_name_is_checked_afresh():
     old_secret, old = auth.new_token("svc", "admin")
     check, stored = authenticator(old)
-    assert check.role(f"Bearer {old_secret}") == "admin"
+    assert check.identify(f"Bearer {old_secret}") == ("svc", "admin")
     new_secret, stored["svc"] = auth.new_token("svc", "read")
-    assert check.role(f"Bearer {new_secret}") == "read"
+    assert check.identify(f"Bearer {new_secret}") == ("svc", "read")
     with pytest.raises(AuthError):
-        check.role(f"Bearer {old_secret}")
+        check.identify(f"Bearer {old_secret}")
 
 
 def test_without_a_bootstrap_token_only_stored_tokens_count():
     check, _ = authenticator(bootstrap="")
     with pytest.raises(AuthError):
-        check.role("Bearer " + BOOTSTRAP)
+        check.identify("Bearer " + BOOTSTRAP)
 
 
 def test_an_insufficient_role_is_refused_with_403_naming_the_role_needed():

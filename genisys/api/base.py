@@ -48,6 +48,7 @@ class JsonHandler(RequestHandler):
 
     def initialize(self, context):
         self.context = context
+        self.token_name = None  # whose token the request carried, for the access log
         self._body = bytearray()
         self._too_large = False
 
@@ -74,7 +75,8 @@ class JsonHandler(RequestHandler):
             authenticator = self.context.auth
             needed = None if self.roles is None else self.roles.get(self.request.method, "admin")
             if needed is not None and authenticator is not None:
-                role = authenticator.role(self.request.headers.get("Authorization"))
+                self.token_name, role = authenticator.identify(
+                    self.request.headers.get("Authorization"))
                 auth.check_role(role, needed)
         except auth.AuthError as exc:
             raise ApiError(exc.status, str(exc)) from None
@@ -158,16 +160,18 @@ class JsonHandler(RequestHandler):
 
 
 def log_request(handler: RequestHandler) -> None:
-    """The access log line of a request, with its id; the path without the query string."""
+    """The access log line of a request, with its id and its token's name (when it has
+    one); the path without the query string."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if not access_log.isEnabledFor(level):
         return
     request_id = getattr(handler, "request_id", "-")
-    access_log.log(level, "%d %s %s (%s) %.2fms request %s", status, handler.request.method,
+    token = getattr(handler, "token_name", None)  # an audit trail: who did it, never how
+    access_log.log(level, "%d %s %s (%s) %.2fms request %s%s", status, handler.request.method,
                    handler.request.path, handler.request.remote_ip,
                    1000.0 * handler.request.request_time(), request_id,
-                   extra={"request_id": request_id})
+                   f" token {token}" if token else "", extra={"request_id": request_id})
 
 
 class NotFoundHandler(JsonHandler):
