@@ -6,6 +6,8 @@ from genisys.model import check_fields, validate_name, validate_number
 
 
 class ScaleHandler(JsonHandler):
+    roles = {"POST": "operate"}
+
     async def post(self, service):
         validate_name(service, "service name")
         body = self.json_body()
