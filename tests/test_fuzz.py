@@ -31,6 +31,7 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "use_after_free,ensure_resource_availability")
 MAX_EXAMPLES = 25
 CONNECTOR_TOKEN = "fuzz-connector-" + "3" * 32
+BOOTSTRAP = "fuzz-bootstrap-" + "5" * 32  # the replica's admin token
 
 
 def run_schemathesis(spec: Path, url: str, workdir: Path, token: str | None = None) -> str:
@@ -67,13 +68,15 @@ def process_connector(tmp_path):
 
 
 def test_the_api_answers_as_its_spec_says(start_replica, process_connector, tmp_path):
-    replica = start_replica()
+    replica = start_replica(env={"GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP})
+    admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
     created = replica.request("POST", "/compute", {
-        "name": "local", "connector": process_connector.url, "token": CONNECTOR_TOKEN})
+        "name": "local", "connector": process_connector.url, "token": CONNECTOR_TOKEN},
+        headers=admin)
     assert created.status_code == 201, created.text
-    output = run_schemathesis(SPECS / "openapi.yaml", replica.url, tmp_path)
-    assert "Tested: 11" in output  # every operation of the spec was reached
-    computes = replica.request("GET", "/compute").json()
+    output = run_schemathesis(SPECS / "openapi.yaml", replica.url, tmp_path, BOOTSTRAP)
+    assert "Tested: 14" in output  # every operation of the spec was reached
+    computes = replica.request("GET", "/compute", headers=admin).json()
     assert {urlsplit(c["connector"]).hostname for c in computes.values()} <= {"127.0.0.1"}
 
 
