@@ -118,6 +118,17 @@ def order_reason(desired: Desired, order: ScaleOrder) -> str:
     return f"placement {order.number}, observed {order.observed}"
 
 
+def new_histories(histories: dict[str, list[dict]], events: list[dict],
+                  length: int) -> dict[str, list[dict]]:
+    """The history of each service with new `events` (in the order they happened): newest
+    first, at most `length`, the oldest dropped."""
+    new: dict[str, list[dict]] = {}
+    for event in events:
+        new.setdefault(event["service"], []).insert(0, event)
+    return {service: (recent + histories.get(service, []))[:length]
+            for service, recent in new.items()}
+
+
 def finished_deletes(desired: Desired, observed: Observed) -> list[str]:
     """Deleting services that every compute now reports at 0: they can be forgotten."""
     return [service for service in sorted(desired.deleting)

@@ -26,6 +26,7 @@ from genisys.plan import (
     OrderCounts,
     ScaleOrder,
     finished_deletes,
+    new_histories,
     open_orders,
     order_reason,
     order_warnings,
@@ -175,7 +176,8 @@ class Reconciler:
             return "placements changed during the cycle; starting over"
         events = await self.act(orders, desired, observed, term)
         statuses = self._changed_statuses(desired, managed, observed, warnings)
-        histories = self._histories(events) if RECORD_HISTORY else {}
+        histories = (new_histories(self._history, events, HISTORY_LENGTH)
+                     if RECORD_HISTORY else {})
         if term.valid() and await self.store.leader_write(term.session, {}, statuses,
                                                           histories):
             self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
@@ -257,14 +259,6 @@ class Reconciler:
 
         await asyncio.gather(*(send(o, desired.computes[o.compute]) for o in orders))
         return events
-
-    def _histories(self, events: list[dict]) -> dict[str, list[dict]]:
-        """The new history of each service with events: newest first, oldest dropped."""
-        histories: dict[str, list[dict]] = {}
-        for event in events:
-            histories.setdefault(event["service"], []).insert(0, event)
-        return {service: (new + self._history.get(service, []))[:HISTORY_LENGTH]
-                for service, new in histories.items()}
 
     async def _forget(self, term, desired: Desired, observed: Observed,
                       indexes: dict[str, tuple[int, int]], managed: set[str],
