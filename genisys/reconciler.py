@@ -272,7 +272,7 @@ class Reconciler:
                 log.info("service %s is at 0 on every compute: forgotten", service)
                 gone.add(service)
         if full and term.valid():
-            known = set(self._recorded) | self.store.known_services()
+            known = await self.store.known_services()
             forgotten = await self.store.forget_orphans(term.session,
                                                         orphans(known, desired, managed))
             for service in forgotten:

@@ -932,11 +932,16 @@ class ConsulStore:
         return (self.placements_prefix, self.status_prefix, self.events_prefix,
                 self.lifecycle_prefix)
 
-    def known_services(self) -> set[str]:
-        """Services with a placement or lifecycle flags in the views."""
-        return {name for view, prefix in ((self.placements_view, self.placements_prefix),
-                                          (self.lifecycle_view, self.lifecycle_prefix))
-                for name in _valid_names(view.entries, prefix)}
+    async def known_services(self) -> set[str]:
+        """Services with a placement, lifecycle flags, a status or a history (the last two
+        read as key names only: no values)."""
+        known = {name for view, prefix in ((self.placements_view, self.placements_prefix),
+                                           (self.lifecycle_view, self.lifecycle_prefix))
+                 for name in _valid_names(view.entries, prefix)}
+        for prefix in (self.status_prefix, self.events_prefix):
+            _, keys = await self.consul.kv.get(prefix, keys=True, separator="/")
+            known.update(_valid_names(keys or (), prefix))
+        return known
 
     # -- order history ------------------------------------------------------------------
 
