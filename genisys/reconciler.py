@@ -9,6 +9,10 @@ the next one runs: the loop never dies.
 Containment: whatever one (service, compute) pair meets, an exception of any type
 included, is recorded as that pair's error and every other pair goes on. A pair whose
 connector accepts orders but keeps reporting another count gets a warning instead.
+
+Every order is recorded in the service's order history, written with its status. A
+paused service is observed but gets no order; a deleting one is scaled to 0, then
+forgotten (genisys.plan decides both).
 """
 
 import asyncio
@@ -282,6 +286,8 @@ class Reconciler:
         for service in gone:
             self._recorded.pop(service, None)
             self._history.pop(service, None)
+        if gone:
+            self._orders = {pair: n for pair, n in self._orders.items() if pair[0] not in gone}
 
     def _changed_statuses(self, desired: Desired, managed: set[str], observed: Observed,
                           warnings: dict[tuple[str, str], str]) -> dict[str, dict]:
