@@ -117,3 +117,15 @@ def test_the_history_of_an_unknown_service_is_not_found(replica):
     response = replica.request("GET", "/service/ghost/events")
     assert response.status_code == 404
     assert "'ghost' is not known" in response.json()["error"]
+
+
+def test_a_service_keeps_its_last_50_orders(start_replica, counting, consul, prefix):
+    replica = start_replica(FAST)
+    replica.request("POST", "/compute", {"name": "one", "connector": counting.url})
+    for number in range(1, 56):
+        replica.request("POST", "/service/web/scale", {"number": number})
+        wait_until(lambda: (events(replica, "web", "?limit=1") or [{}])[0].get("to") == number,
+                   what=f"the order to {number}")
+    stored = json.loads(consul.kv_get(f"{prefix}events/web"))
+    assert [e["to"] for e in stored] == list(range(55, 5, -1))
+    assert events(replica, "web") == stored
