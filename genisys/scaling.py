@@ -13,7 +13,6 @@ import asyncio
 import logging
 import random
 import time
-
 from dataclasses import dataclass
 
 from genisys.placement import place
@@ -63,6 +62,13 @@ async def scale(store: ConsulStore, service: str, number: int, compute: str | No
             pause = min(pause * 2, MAX_PAUSE)
     raise ConsulUnavailable(f"could not update {service} within {GIVE_UP_AFTER:g}s "
                             f"({attempt} attempts): too many concurrent changes")
+
+
+async def preview(store: ConsulStore, service: str, number: int, compute: str | None,
+                  strategy: str) -> Plan:
+    """The plan of a dry run: what a scale would commit now."""
+    planned = await plan(store, service, number, compute, strategy)
+    return planned or await plan(store, service, number, compute, strategy, fresh=True)
 
 
 async def plan(store: ConsulStore, service: str, number: int, compute: str | None,

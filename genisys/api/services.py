@@ -36,9 +36,7 @@ class ScaleHandler(JsonHandler):
     async def _dry_run(self, service: str, number: int, compute: str | None,
                        strategy: str) -> None:
         store = self.context.store
-        planned = await scaling.plan(store, service, number, compute, strategy)
-        if planned is None:  # a compute the local view does not know yet
-            planned = await scaling.plan(store, service, number, compute, strategy, fresh=True)
+        planned = await scaling.preview(store, service, number, compute, strategy)
         status = (await store.statuses(service)).get(service, {})
         computes = [c.name for c in await store.list_computes()]
         self.send(200, {"service": service, "desired": number, "placement": planned.placement,
