@@ -1,5 +1,6 @@
 """The client commands of `genisys` (status, scale, computes, leader, events, delete,
-pause, resume): they call the API.
+pause, resume, token): they call the API, with the token in GENISYS_TOKEN when the API
+asks for one.
 
     genisys status [--addr URL] [--json]
 
@@ -261,6 +262,41 @@ def leader(api: Api, args) -> int:
     answer = api.get("/leader")
     emit(args, answer, f"{answer['id']} at {answer['address']} since {answer['since']}")
     return NO_CHANGE
+
+
+@command("token", "list the API tokens; create or revoke one (role admin)")
+def tokens(api: Api, args) -> int:
+    answer = api.get("/token")
+    emit(args, answer, render_tokens(answer))
+    return NO_CHANGE
+
+
+@command("token list", "list the API tokens: names, roles, creation times (never secrets)")
+def list_tokens(api: Api, args) -> int:
+    return tokens(api, args)
+
+
+def render_tokens(answer: dict) -> str:
+    if not answer:
+        return "no token is stored (the bootstrap token is not stored)."
+    return table(["TOKEN", "ROLE", "CREATED"],
+                 [[t["name"], t["role"], t.get("created")] for t in answer.values()])
+
+
+@command("token create", "create an API token and print its secret, shown this once (exit 1)",
+         arg("name"), arg("role", choices=["read", "operate", "admin"]))
+def create_token(api: Api, args) -> int:
+    answer = api.call("POST", "/token", {"name": args.name, "role": args.role})
+    emit(args, answer, f"token {answer['name']} (role {answer['role']}) created; its secret, "
+                       f"shown only this once:\n{answer['secret']}")
+    return CHANGED
+
+
+@command("token revoke", "revoke an API token at once on every replica (exit 1)", arg("name"))
+def revoke_token(api: Api, args) -> int:
+    api.call("DELETE", api_path("token", args.name))
+    emit(args, None, f"token {args.name} revoked")
+    return CHANGED
 
 
 @command("events", "show the orders the leader sent, newest first",
