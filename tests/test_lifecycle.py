@@ -206,3 +206,25 @@ def test_bad_lifecycle_requests_change_nothing(replica, consul, prefix, method, 
     assert message in response.json()["error"]
     assert [k for k in consul.kv_keys(prefix) if "/computes/" not in k
             and "/connectors/" not in k and not k.endswith(("leader", "term"))] == []
+
+
+def test_a_read_token_sees_the_history_but_cannot_change_the_lifecycle(start_replica):
+    bootstrap = "bootstrap-" + "8" * 40
+    secured = start_replica(env={"GENISYS_BOOTSTRAP_TOKEN": bootstrap})
+    admin = {"Authorization": f"Bearer {bootstrap}"}
+    secured.request("POST", "/compute", {"name": "one", "connector": NOWHERE}, headers=admin)
+    assert secured.request("POST", "/service/web/scale", {"number": 1},
+                           headers=admin).status_code == 202
+    reader = secured.request("POST", "/token", {"name": "r", "role": "read"},
+                             headers=admin).json()["secret"]
+    read = {"Authorization": f"Bearer {reader}"}
+    for path in ("/events", "/service/web/events"):
+        assert secured.request("GET", path, headers=read).status_code == 200
+    for method, path in (("DELETE", "/service/web"), ("POST", "/service/web/pause"),
+                         ("POST", "/service/web/resume"),
+                         ("POST", "/service/web/scale?dry_run=1")):
+        refused = secured.request(method, path, {"number": 1} if "scale" in path else None,
+                                  headers=read)
+        assert refused.status_code == 403, (method, path)
+    record = secured.request("GET", "/service/web", headers=read).json()
+    assert (record["state"], record["paused"]) == ("active", False)
