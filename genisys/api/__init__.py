@@ -7,9 +7,10 @@ import tornado.web
 
 from genisys.api.base import NotFoundHandler, log_request
 from genisys.api.computes import ComputeHandler, ComputesHandler
+from genisys.api.events import AllEventsHandler, ServiceEventsHandler
 from genisys.api.health import HealthHandler
 from genisys.api.leader import LeaderHandler
-from genisys.api.services import ScaleHandler, ServiceHandler, ServicesHandler
+from genisys.api.services import PauseHandler, ScaleHandler, ServiceHandler, ServicesHandler
 from genisys.api.spec import SpecHandler
 from genisys.api.tokens import TokenHandler, TokensHandler
 from genisys.auth import Authenticator
@@ -43,6 +44,9 @@ def make_app(context: Context) -> tornado.web.Application:
             (r"/service/?", ServicesHandler, args),
             (r"/service/([^/]+)", ServiceHandler, args),
             (r"/service/([^/]+)/scale", ScaleHandler, args),
+            (r"/service/([^/]+)/(pause|resume)", PauseHandler, args),
+            (r"/service/([^/]+)/events", ServiceEventsHandler, args),
+            (r"/events", AllEventsHandler, args),
             (r"/health", HealthHandler, args),
             (r"/leader", LeaderHandler, args),
             (r"/openapi.yaml", SpecHandler, args),
