@@ -36,7 +36,8 @@ BOOTSTRAP = "fuzz-bootstrap-" + "5" * 32  # the replica's admin token
 
 def run_schemathesis(spec: Path, url: str, workdir: Path, token: str | None = None) -> str:
     """Run it to the end (in `workdir`, where it keeps its cache), with `token` as the
-    bearer token; its output. Fails the test, with the output, on any failure."""
+    bearer token; its output. Fails the test, with the output, on any failure, and when
+    an operation of the spec was not tested."""
     auth = ["--checks", CHECKS + ",ignored_auth",
             "--header", f"Authorization: Bearer {token}"] if token else ["--checks", CHECKS]
     result = subprocess.run(
@@ -47,6 +48,9 @@ def run_schemathesis(spec: Path, url: str, workdir: Path, token: str | None = No
         env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "PYTHONPATH": str(ROOT)})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
+    operations = sum(method != "parameters" for path in yaml.safe_load(spec.read_text())[
+        "paths"].values() for method in path)
+    assert f"Tested: {operations}\n" in output, output
     summary = re.search(r"API Operations:.*", output, re.DOTALL)
     print(summary.group(0) if summary else output)
     return output
@@ -74,8 +78,7 @@ def test_the_api_answers_as_its_spec_says(start_replica, process_connector, tmp_
         "name": "local", "connector": process_connector.url, "token": CONNECTOR_TOKEN},
         headers=admin)
     assert created.status_code == 201, created.text
-    output = run_schemathesis(SPECS / "openapi.yaml", replica.url, tmp_path, BOOTSTRAP)
-    assert "Tested: 19" in output  # every operation of the spec was reached
+    run_schemathesis(SPECS / "openapi.yaml", replica.url, tmp_path, BOOTSTRAP)
     computes = replica.request("GET", "/compute", headers=admin).json()
     assert {urlsplit(c["connector"]).hostname for c in computes.values()} <= {"127.0.0.1"}
 
@@ -101,5 +104,4 @@ def test_the_connector_answers_as_its_spec_says(process_connector, tmp_path):
     spec["security"] = [{"bearer": []}]
     required = tmp_path / "connector-openapi.yaml"
     required.write_text(yaml.safe_dump(spec))
-    output = run_schemathesis(required, process_connector.url, tmp_path, CONNECTOR_TOKEN)
-    assert "Tested: 8" in output
+    run_schemathesis(required, process_connector.url, tmp_path, CONNECTOR_TOKEN)
