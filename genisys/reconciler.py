@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError
 from genisys.jsonbody import excerpt
+from genisys.metrics import direction
 from genisys.plan import (
     Desired,
     Observed,
@@ -49,6 +50,7 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
+        self.metrics = store.metrics
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
         # What this leader last wrote to each status key: only changes are written, and
         # comparing with this costs nothing per unchanged service.
@@ -56,6 +58,7 @@ class Reconciler:
         # Orders accepted per pair while it reports another count: for the warnings.
         self._orders: OrderCounts = {}
         self._unexpected: set[str] = set()  # unexpected errors logged this term
+        self._paused: set[str] = set()  # services whose status record says "paused"
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
@@ -118,10 +121,12 @@ class Reconciler:
             if services:
                 self._dirty |= services
             self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
+            self.metrics.reconciled(False, time.monotonic() - started)
             await asyncio.sleep(min(1.0, self.poll_interval))
             return
         took = time.monotonic() - started
         self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3)}
+        self.metrics.reconciled(True, took)
         # Quick cycles already logged their orders one by one.
         log.log(logging.INFO if services is None else logging.DEBUG, "%s cycle: %s (%.0f ms)", "full" if services is None else "quick",
                 summary, took * 1000)
@@ -130,9 +135,12 @@ class Reconciler:
         """One observe -> plan -> act pass over `services` (None: every managed service)."""
         desired, indexes = self.store.desired_snapshot(services)
         if self._recorded is None:  # a new term: start from what Consul holds
+            recorded = await self.store.statuses()
             self._recorded = {service: (status.get("observed"), status.get("errors"),
                                         status.get("warnings"))
-                              for service, status in (await self.store.statuses()).items()}
+                              for service, status in recorded.items()}
+            self._paused = {service for service, status in recorded.items()
+                            if status.get("paused")}
         managed = set(desired.totals)
         if services is None and self.service_prefix:
             managed |= set(await self.store.catalog_services(self.service_prefix))
@@ -167,6 +175,8 @@ class Reconciler:
                                   for s, v in statuses.items())
         if services is None:  # connectors that left the registry: stop what runs there
             await self.retirement.drain(term, managed)
+            self.metrics.count_services(service_states(desired, managed, observed,
+                                                       self._paused))
         failed = len({key[0] for key in observed.errors})
         return (f"{len(managed)} services on {len(desired.computes)} computes, "
                 f"{failed} with errors, {len(orders)} orders")
@@ -183,7 +193,8 @@ class Reconciler:
             counts = None
             if bulk:
                 try:
-                    counts = await self.client.bulk_status(url)
+                    counts = await self._timed(compute, "bulk_status",
+                                               self.client.bulk_status(url))
                 except Exception as exc:
                     for service in services:
                         observed.errors[service, compute] = self._failure(
@@ -197,7 +208,8 @@ class Reconciler:
             async def one_service(service: str) -> None:
                 async with limit:
                     try:
-                        observed.counts[service, compute] = await self.client.status(url, service)
+                        observed.counts[service, compute] = await self._timed(
+                            compute, "status", self.client.status(url, service))
                     except Exception as exc:
                         observed.errors[service, compute] = self._failure(
                             exc, f"observing {service} on {compute}")
@@ -217,20 +229,37 @@ class Reconciler:
                 log.info("scaling %s on %s from %d to %d (term %d)", order.service,
                          order.compute, order.observed, order.number, term.number)
                 pair = (order.service, order.compute)
+                way = direction(order.observed, order.number)
                 try:
-                    count = await self.client.order(url, order.service, order.number, term)
+                    count = await self._timed(order.compute, "scale", self.client.order(
+                        url, order.service, order.number, term))
                 except Exception as exc:
+                    self.metrics.order(order.compute, way, "error")
                     observed.errors[pair] = self._failure(
                         exc, f"scaling {order.service} on {order.compute}")
                     log.warning("scaling %s on %s failed: %s", order.service, order.compute,
                                 observed.errors[pair])
                     return
+                self.metrics.order(order.compute, way, "success")
                 ordered, accepted = self._orders.get(pair, (order.number, 0))
                 self._orders[pair] = (order.number,
                                       accepted + 1 if ordered == order.number else 1)
                 observed.counts[pair] = count
 
         await asyncio.gather(*(send(o, computes[o.compute]) for o in orders))
+
+    async def _timed(self, compute: str, call: str, request):
+        """Await a connector call, recording its duration and, if it fails, its kind."""
+        started = time.monotonic()
+        try:
+            return await request
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.connector_error(compute, getattr(exc, "kind", "unexpected"))
+            raise
+        finally:
+            self.metrics.connector_call(compute, call, time.monotonic() - started)
 
     def _changed_statuses(self, desired: Desired, managed: set[str], observed: Observed,
                           warnings: dict[tuple[str, str], str]) -> dict[str, dict]:
@@ -261,6 +290,20 @@ class Reconciler:
             log.error("%s failed unexpectedly; recorded for that pair only", doing,
                       exc_info=exc)
         return sentence
+
+
+def service_states(desired: Desired, managed: set[str], observed: Observed,
+                   paused: set[str]) -> dict[str, int]:
+    """How many managed services are in each state, for genisys_services: failing (an
+    error on some compute), converged (a desired total, and every compute runs what the
+    placement gives it), paused."""
+    failing = {service for service, _ in observed.errors if service in managed}
+    converged = sum(
+        1 for service in desired.totals.keys() & managed - failing
+        if all(observed.counts.get((service, c)) == desired.placements.get(service, {}).get(c, 0)
+               for c in desired.computes))
+    return {"managed": len(managed), "failing": len(failing), "converged": converged,
+            "paused": len(paused & managed)}
 
 
 def _describe(placement: dict[str, int]) -> str:

@@ -25,6 +25,7 @@ from consul.exceptions import ConsulException
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
 from genisys.httpclient import close_client, curl_client
+from genisys.metrics import ReplicaMetrics, consul_op
 from genisys.model import (
     NAME_PATTERN,
     Compute,
@@ -82,6 +83,7 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self._client = curl_client(max_connections=100)
+        self.metrics: ReplicaMetrics | None = None  # ConsulStore sets it
         self.key_prefixes: tuple[str, ...] = ()  # the rules a denial names (ConsulStore sets them)
 
     async def _request(self, callback, method, path, params, data=None, headers=None):
@@ -110,11 +112,15 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
             body=None if method == "GET" else (data or ""),
             allow_nonstandard_methods=True, connect_timeout=self.timeout,
             request_timeout=request_timeout, validate_cert=bool(self.verify))
+        started = time.monotonic()
         try:
             response = await self._client.fetch(request, raise_error=False)
         except (OSError, HTTPClientError) as exc:  # refused, reset, or timed out (599)
             reason = str(exc).removeprefix("HTTP 599: ")
             raise ConsulUnavailable(f"Consul at {self.base_uri} is unreachable: {reason}") from None
+        finally:
+            if self.metrics:
+                self.metrics.consul(consul_op(method, path, params), time.monotonic() - started)
         if response.code >= 500:
             raise ConsulUnavailable(f"Consul at {self.base_uri} answered {response.code}: "
                                     f"{response.body.decode(errors='replace').strip()[:200]}")
@@ -204,6 +210,7 @@ class PrefixView:
         self.index = 0
         self.synced = False
         self.error: Exception | None = None  # why the last read failed, while not synced
+        self.out_of_sync_since: float | None = time.monotonic()  # None while synced
         self._task: asyncio.Task | None = None
         self._own: dict[str, Entry] = {}  # own writes the watch has not brought back yet
 
@@ -226,7 +233,7 @@ class PrefixView:
         try:
             index, items = await self._client.kv.get(self.prefix, recurse=True)
         except (ConsulUnavailable, ConsulException) as exc:
-            self.synced, self.error = False, exc
+            self._lost(exc)
             raise
         self._install(int(index), items, force=False)
 
@@ -242,7 +249,7 @@ class PrefixView:
             except Exception as exc:  # the watch must never die; it retries with back-off
                 if self.synced or failures == 0 or str(exc) != str(self.error):
                     log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.synced, self.error = False, exc
+                self._lost(exc)
                 failures += 1
                 await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
                 continue
@@ -259,8 +266,13 @@ class PrefixView:
         entries = {item["Key"]: _entry(item) for item in items or ()}
         self._own = {} if force else {k: e for k, e in self._own.items() if e.modify_index > index}
         entries.update(self._own)
-        self.synced, self.error = True, None
+        self.synced, self.error, self.out_of_sync_since = True, None, None
         self._set(entries, index)
+
+    def _lost(self, exc: Exception) -> None:
+        if self.synced:
+            self.out_of_sync_since = time.monotonic()
+        self.synced, self.error = False, exc
 
     def _set(self, entries: dict[str, Entry], index: int) -> None:
         # A new dict each time: readers may cache what they derive from `entries` by identity.
@@ -299,7 +311,7 @@ class ConsulStore:
 
     def __init__(self, host: str, port: int, *, scheme: str = "http", token: str = "",
                  key_prefix: str = "genisys/", resources_key_prefix: str = "skynet/resources/",
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, metrics: ReplicaMetrics | None = None):
         self.address = f"{scheme}://{host}:{port}"
         self.key_prefix = key_prefix
         self.resources_key_prefix = resources_key_prefix
@@ -319,6 +331,12 @@ class ConsulStore:
         # Statuses are not watched: the leader rewrites them after its orders, and every
         # replica re-reading them would cost as much as the changes that matter.
         self._views = (self.computes_view, self.resources_view, self.placements_view)
+        # The replica's metrics travel with its store, which every part of it holds.
+        self.metrics = metrics or ReplicaMetrics()
+        self.consul.http.metrics = self.metrics
+        for name, view in (("computes", self.computes_view), ("resources", self.resources_view),
+                           ("placements", self.placements_view)):
+            self.metrics.watch_view(name, lambda view=view: view.out_of_sync_since)
 
     @classmethod
     def from_config(cls, section) -> "ConsulStore":

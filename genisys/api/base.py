@@ -34,8 +34,9 @@ _TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB."
 # being buffered in memory (or cut off with a bare 400 by Tornado's own limit).
 @stream_request_body
 class JsonHandler(RequestHandler):
-    def initialize(self, context):
+    def initialize(self, context, route: str = "unmatched"):
         self.context = context
+        self.route = route
         self._body = bytearray()
         self._too_large = False
 
@@ -49,6 +50,11 @@ class JsonHandler(RequestHandler):
             self._too_large = True  # chunked upload without Content-Length; refused below
         else:
             self._body += chunk
+
+    def on_finish(self):
+        method = self.request.method  # any word a client sends must not make a new series
+        self.context.metrics.http(self.route, method if method in _METHODS else "other",
+                                  self.get_status(), self.request.request_time())
 
     def json_body(self) -> dict:
         """The request body as a JSON object; ValidationError otherwise."""
