@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
+
+# The text format every Prometheus version reads (generate_latest writes it).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 SWITCH = "GENISYS_METRICS"
 
@@ -183,5 +186,5 @@ class MetricsPage:
     metrics_registry: CollectorRegistry
 
     def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Content-Type", CONTENT_TYPE)
         self.finish(generate_latest(self.metrics_registry))
