@@ -81,6 +81,7 @@ class ReplicaMetrics:
         # Label children cached by their label values: one dict lookup per request.
         self._http: dict[tuple, tuple] = {}
         self._consul: dict[str, object] = {}
+        self._calls: dict[tuple[str, str], object] = {}  # one per (compute, call) pair
         if not enabled():
             for name in ("http", "consul", "connector_call", "connector_error", "order",
                          "reconciled", "count_services"):
@@ -113,7 +114,10 @@ class ReplicaMetrics:
         child.observe(seconds)
 
     def connector_call(self, compute: str, call: str, seconds: float) -> None:
-        self.connector_duration.labels(compute, call).observe(seconds)
+        child = self._calls.get((compute, call))
+        if child is None:
+            child = self._calls[compute, call] = self.connector_duration.labels(compute, call)
+        child.observe(seconds)
 
     def connector_error(self, compute: str, kind: str) -> None:
         self.connector_errors.labels(compute, kind).inc()
