@@ -15,13 +15,24 @@ import os
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import generate_latest
 
 # The text format every Prometheus version reads (generate_latest writes it).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 SWITCH = "GENISYS_METRICS"
+
+# The *_created series (each counter's and histogram's start time) would double the
+# series for what process_start_time_seconds already says.
+disable_created_metrics()
 
 # Connector calls and Consul requests take milliseconds; a reconcile pass over thousands
 # of services or a blocking query takes seconds.
@@ -40,6 +51,7 @@ class ReplicaMetrics:
 
     def __init__(self):
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)  # process_*: CPU, memory, open files, start
         self.leader_status = Gauge(
             "genisys_leader_status", "1 while this replica leads, else 0.", registry=registry)
         self.reconcile_total = Counter(
@@ -139,6 +151,7 @@ class KitMetrics:
 
     def __init__(self, backend: str):
         self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)
         self.backend = backend
         self.orders_total = Counter(
             "genisys_connector_orders_total", "Scale orders this connector received, by "

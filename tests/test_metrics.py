@@ -1,6 +1,7 @@
 """GET /metrics on a replica and on a connector, scraped and parsed with prometheus_client's
 parser after a real scenario; the pure parts of genisys.metrics."""
 
+import re
 import sys
 
 import pytest
@@ -16,6 +17,7 @@ from tests.support import ROOT, wait_until
 FAST = {"connector": {"poll_interval": "1s", "timeout": "1s"},
         "leader": {"check_ttl": "2s", "lock_delay": "1s"}}
 SERVER = [sys.executable, str(ROOT / "examples" / "demo_service.py")]
+README = (ROOT / "README.md").read_text()
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
@@ -26,6 +28,21 @@ def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(response.text)
             for sample in family.samples}
+
+
+def documented(table: str) -> set[str]:
+    """The metric names of the README's Metrics table that follows `table`."""
+    section = README[README.index("### Metrics"):README.index("### Running several replicas")]
+    rows = section[section.index(table):].split("\n\n")[1]
+    return set(re.findall(r"^\| `(genisys_\w+)`", rows, re.MULTILINE))
+
+
+def undocumented(samples, names: set[str]) -> set[str]:
+    """Sample names that belong to no documented metric, and documented names not exposed."""
+    exposed = {name for name, _ in samples if name.startswith("genisys_")}
+    suffixes = ("", "_bucket", "_count", "_sum")
+    return ({name for name in exposed if not any(name.removesuffix(s) in names for s in suffixes)}
+            | {name for name in names if not any(name + s in exposed for s in suffixes)})
 
 
 def value(samples, name: str, **labels) -> float:
@@ -81,6 +98,7 @@ def test_metrics_move_with_a_scale_a_failing_compute_and_its_removal(start_repli
     assert value(samples, "genisys_http_request_duration_seconds_count",
                  route="/compute", method="POST") == 2
     assert not [labels for _, labels in samples if any(service in v for _, v in labels)]
+    assert undocumented(samples, documented("A replica's metrics")) == set()
 
     # The broken compute leaves: nothing fails any more and the service has converged.
     assert replica.request("DELETE", "/compute/broken").status_code == 204
@@ -96,6 +114,8 @@ def test_metrics_move_with_a_scale_a_failing_compute_and_its_removal(start_repli
     assert value(kit, "genisys_connector_order_duration_seconds_count", backend="process",
                  result="done") >= 1
     assert value(kit, "genisys_connector_services_defined", backend="process") == 1
+    assert undocumented(kit, documented("A connector's metrics")) == set()
+    assert value(kit, "process_resident_memory_bytes") > 0
 
 
 def test_a_follower_reports_that_it_does_not_lead(start_replica):
