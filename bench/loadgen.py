@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -36,6 +37,8 @@ class Request:
     content_type: str = "application/json"
     # For wrk: the same body as Lua; `tag` and `n` are in scope (see _POST_LUA).
     lua_body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request, e.g. a token
+    ca_file: str | None = None  # https: the asyncio client verifies with it (wrk does not)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,9 @@ class Wrk(LoadGenerator):
         # One thread: wrk's single event loop sends far more than one Python server can
         # answer, and leaves the second core to the server (and to Consul).
         command = [self.binary, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-                   "--timeout", "10s", "-s", str(path), request.url, "--", tag]
+                   "--timeout", "10s", "-s", str(path),
+                   *(f"-H{name}: {value}" for name, value in request.headers),
+                   request.url, "--", tag]
         cpus = self.cpus
         done = subprocess.run(command, capture_output=True, text=True,
                               preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
@@ -296,9 +301,12 @@ class AsyncioClient(LoadGenerator):
 
     async def _run(self, request: Request, connections: int, seconds: float, tag: str) -> Result:
         url = urlsplit(request.url)
-        host, port = url.hostname, url.port or 80
+        host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+        tls = ssl.create_default_context(cafile=request.ca_file) if url.scheme == "https" \
+            else None
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        head = f"{request.method} {target} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        head = f"{request.method} {target} HTTP/1.1\r\nHost: {url.netloc}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in request.headers)
         static = (head + "\r\n").encode() if request.unique_body is None else None
 
         def build(conn_tag: str, n: int) -> bytes:
@@ -322,7 +330,8 @@ class AsyncioClient(LoadGenerator):
             while clock() < deadline:
                 if conn is None or conn.closed:
                     try:
-                        _, conn = await loop.create_connection(_Connection, host, port)
+                        _, conn = await loop.create_connection(_Connection, host, port,
+                                                               ssl=tls)
                     except OSError:
                         counts["errors"] += 1
                         await asyncio.sleep(0.01)

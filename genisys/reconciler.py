@@ -9,10 +9,15 @@ the next one runs: the loop never dies.
 Containment: whatever one (service, compute) pair meets, an exception of any type
 included, is recorded as that pair's error and every other pair goes on. A pair whose
 connector accepts orders but keeps reporting another count gets a warning instead.
+
+Every order is recorded in the service's order history, written with its status. A
+paused service is observed but gets no order; a deleting one is scaled to 0, then
+forgotten (genisys.plan decides both).
 """
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -25,8 +30,12 @@ from genisys.plan import (
     Observed,
     OrderCounts,
     ScaleOrder,
+    finished_deletes,
+    new_histories,
     open_orders,
+    order_reason,
     order_warnings,
+    orphans,
     placements_to_fix,
     scale_orders,
 )
@@ -38,6 +47,10 @@ log = logging.getLogger(__name__)
 # The longest sentence recorded per pair: a status record holds one per compute, and the
 # leader writes up to 62 records per Consul transaction (at most 512 KiB).
 MAX_SENTENCE = 300
+# The order history kept per service, newest first (README "Order history").
+HISTORY_LENGTH = 50
+# Only bench/reconcile.py sets this, to measure what the history costs.
+RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
 
 
 class Reconciler:
@@ -58,12 +71,14 @@ class Reconciler:
         # Orders accepted per pair while it reports another count: for the warnings.
         self._orders: OrderCounts = {}
         self._unexpected: set[str] = set()  # unexpected errors logged this term
-        self._paused: set[str] = set()  # services whose status record says "paused"
+        # Each service's order history as stored in Consul (read at the start of a term).
+        self._history: dict[str, list[dict]] = {}
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
         store.resources_view.on_change = self._changed(store.resources_key_prefix)
         store.placements_view.on_change = self._changed(store.placements_prefix)
+        store.lifecycle_view.on_change = self._changed(store.lifecycle_prefix)
         store.computes_view.on_change = lambda keys: self._request_full()
 
     def _changed(self, prefix: str):
@@ -134,13 +149,14 @@ class Reconciler:
     async def cycle(self, term, services: set[str] | None = None) -> str:
         """One observe -> plan -> act pass over `services` (None: every managed service)."""
         desired, indexes = self.store.desired_snapshot(services)
+        # From the same view as the snapshot: no await comes between the two reads.
+        tokens = {c.name: c.token for c in await self.store.list_computes() if c.token}
         if self._recorded is None:  # a new term: start from what Consul holds
-            recorded = await self.store.statuses()
             self._recorded = {service: (status.get("observed"), status.get("errors"),
                                         status.get("warnings"))
-                              for service, status in recorded.items()}
-            self._paused = {service for service, status in recorded.items()
-                            if status.get("paused")}
+                              for service, status in (await self.store.statuses()).items()}
+            # The history goes on where the previous leader left it.
+            self._history = await self.store.events()
         managed = set(desired.totals)
         if services is None and self.service_prefix:
             managed |= set(await self.store.catalog_services(self.service_prefix))
@@ -156,7 +172,7 @@ class Reconciler:
         # One bulk call per compute beats many single ones once a burst of changes
         # touches more services than can be asked at once.
         bulk = services is None or len(managed) >= self.concurrency
-        observed = await self.observe(desired.computes, managed, bulk=bulk)
+        observed = await self.observe(desired.computes, managed, bulk=bulk, tokens=tokens)
         orders = scale_orders(desired, observed)
         # From what the connectors report, not from their answers to this cycle's orders.
         self._orders = open_orders(self._orders, desired, observed)
@@ -168,21 +184,25 @@ class Reconciler:
                 term.session, {s: (p, *indexes[s]) for s, p in fixes.items()}, {}):
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
-        await self.act(orders, desired.computes, observed, term)
+        events = await self.act(orders, desired, observed, term, tokens)
         statuses = self._changed_statuses(desired, managed, observed, warnings)
-        if term.valid() and await self.store.leader_write(term.session, {}, statuses):
+        histories = (new_histories(self._history, events, HISTORY_LENGTH)
+                     if RECORD_HISTORY else {})
+        if term.valid() and await self.store.leader_write(term.session, {}, statuses,
+                                                          histories):
             self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
                                   for s, v in statuses.items())
+            self._history.update(histories)
+        await self._forget(term, desired, observed, indexes, managed, full=services is None)
         if services is None:  # connectors that left the registry: stop what runs there
             await self.retirement.drain(term, managed)
-            self.metrics.count_services(service_states(desired, managed, observed,
-                                                       self._paused))
+            self.metrics.count_services(service_states(desired, managed, observed))
         failed = len({key[0] for key in observed.errors})
         return (f"{len(managed)} services on {len(desired.computes)} computes, "
                 f"{failed} with errors, {len(orders)} orders")
 
     async def observe(self, computes: dict[str, str], services: set[str],
-                      bulk: bool) -> Observed:
+                      bulk: bool, tokens: dict[str, str] | None = None) -> Observed:
         """Ask every compute for every service's count; one failure never blocks the others."""
         observed = Observed()
         if not services:
@@ -191,10 +211,11 @@ class Reconciler:
         async def one_compute(compute: str, url: str) -> None:
             limit = asyncio.Semaphore(self.concurrency)
             counts = None
+            token = (tokens or {}).get(compute)
             if bulk:
                 try:
                     counts = await self._timed(compute, "bulk_status",
-                                               self.client.bulk_status(url))
+                                               self.client.bulk_status(url, token))
                 except Exception as exc:
                     for service in services:
                         observed.errors[service, compute] = self._failure(
@@ -209,7 +230,7 @@ class Reconciler:
                 async with limit:
                     try:
                         observed.counts[service, compute] = await self._timed(
-                            compute, "status", self.client.status(url, service))
+                            compute, "status", self.client.status(url, service, token))
                     except Exception as exc:
                         observed.errors[service, compute] = self._failure(
                             exc, f"observing {service} on {compute}")
@@ -219,10 +240,16 @@ class Reconciler:
         await asyncio.gather(*(one_compute(c, url) for c, url in computes.items()))
         return observed
 
-    async def act(self, orders: list[ScaleOrder], computes: dict[str, str], observed: Observed,
-                  term) -> None:
-        """Send the orders, all computes in parallel; record what each answered."""
-        limits = {}
+    async def act(self, orders: list[ScaleOrder], desired: Desired, observed: Observed,
+                  term, tokens: dict[str, str] | None = None) -> list[dict]:
+        """Send the orders, all computes in parallel; record what each answered. Returns
+        one event per order for the order history."""
+        limits, events = {}, []
+
+        def event(order: ScaleOrder, result: str, reason: str) -> None:
+            events.append({"time": _now(), "service": order.service, "compute": order.compute,
+                           "from": order.observed, "to": order.number, "term": term.number,
+                           "result": result, "reason": reason})
 
         async def send(order: ScaleOrder, url: str) -> None:
             async with limits.setdefault(order.compute, asyncio.Semaphore(self.concurrency)):
@@ -232,21 +259,49 @@ class Reconciler:
                 way = direction(order.observed, order.number)
                 try:
                     count = await self._timed(order.compute, "scale", self.client.order(
-                        url, order.service, order.number, term))
+                        url, order.service, order.number, term, (tokens or {}).get(order.compute)))
                 except Exception as exc:
                     self.metrics.order(order.compute, way, "error")
                     observed.errors[pair] = self._failure(
                         exc, f"scaling {order.service} on {order.compute}")
                     log.warning("scaling %s on %s failed: %s", order.service, order.compute,
                                 observed.errors[pair])
+                    event(order, "failed", observed.errors[pair])
                     return
                 self.metrics.order(order.compute, way, "success")
+                event(order, "ok", order_reason(desired, order))
                 ordered, accepted = self._orders.get(pair, (order.number, 0))
                 self._orders[pair] = (order.number,
                                       accepted + 1 if ordered == order.number else 1)
                 observed.counts[pair] = count
 
-        await asyncio.gather(*(send(o, computes[o.compute]) for o in orders))
+        await asyncio.gather(*(send(o, desired.computes[o.compute]) for o in orders))
+        return events
+
+    async def _forget(self, term, desired: Desired, observed: Observed,
+                      indexes: dict[str, tuple[int, int]], managed: set[str],
+                      full: bool) -> None:
+        """Forget deleted services once every compute reports 0, and (on full cycles) the
+        keys of services whose total another tool removed."""
+        gone = set()
+        for service in finished_deletes(desired, observed):
+            if term.valid() and await self.store.forget_service(term.session, service,
+                                                                indexes[service][0]):
+                log.info("service %s is at 0 on every compute: forgotten", service)
+                gone.add(service)
+        if full and term.valid():
+            known = await self.store.known_services()
+            forgotten = await self.store.forget_orphans(term.session,
+                                                        orphans(known, desired, managed))
+            for service in forgotten:
+                log.info("service %s has no desired total any more: its status and history "
+                         "are forgotten", service)
+            gone |= forgotten
+        for service in gone:
+            self._recorded.pop(service, None)
+            self._history.pop(service, None)
+        if gone:
+            self._orders = {pair: n for pair, n in self._orders.items() if pair[0] not in gone}
 
     async def _timed(self, compute: str, call: str, request):
         """Await a connector call, recording its duration and, if it fails, its kind."""
@@ -292,8 +347,7 @@ class Reconciler:
         return sentence
 
 
-def service_states(desired: Desired, managed: set[str], observed: Observed,
-                   paused: set[str]) -> dict[str, int]:
+def service_states(desired: Desired, managed: set[str], observed: Observed) -> dict[str, int]:
     """How many managed services are in each state, for genisys_services: failing (an
     error on some compute), converged (a desired total, and every compute runs what the
     placement gives it), paused."""
@@ -303,7 +357,7 @@ def service_states(desired: Desired, managed: set[str], observed: Observed,
         if all(observed.counts.get((service, c)) == desired.placements.get(service, {}).get(c, 0)
                for c in desired.computes))
     return {"managed": len(managed), "failing": len(failing), "converged": converged,
-            "paused": len(paused & managed)}
+            "paused": len(desired.paused & managed)}
 
 
 def _describe(placement: dict[str, int]) -> str:

@@ -5,11 +5,14 @@ from dataclasses import dataclass, field
 
 import tornado.web
 
-from genisys.api.base import JsonHandler, NotFoundHandler
+from genisys.api.base import JsonHandler, NotFoundHandler, log_request
 from genisys.api.computes import ComputeHandler, ComputesHandler
+from genisys.api.events import AllEventsHandler, ServiceEventsHandler
 from genisys.api.health import HealthHandler
 from genisys.api.leader import LeaderHandler
-from genisys.api.services import ScaleHandler, ServiceHandler, ServicesHandler
+from genisys.api.services import PauseHandler, ScaleHandler, ServiceHandler, ServicesHandler
+from genisys.api.tokens import TokenHandler, TokensHandler
+from genisys.auth import Authenticator
 from genisys.config import Config
 from genisys.metrics import MetricsPage, ReplicaMetrics
 from genisys.store import ConsulStore
@@ -27,6 +30,9 @@ class Context:
     last_cycle: Callable[[], dict | None] = field(default=lambda: None)
     # Why the replica cannot do its job (denied permissions, election), for /health.
     troubles: Callable[[], list[str]] = field(default=lambda: [])
+    # None: authentication is off (no bootstrap token, bound to loopback or --insecure).
+    auth: Authenticator | None = None
+    insecure: bool = False  # serving without authentication on a non-loopback address
 
     @property
     def metrics(self) -> ReplicaMetrics:
@@ -50,9 +56,16 @@ def make_app(context: Context) -> tornado.web.Application:
             (r"/service/?", ServicesHandler, args("/service")),
             (r"/service/([^/]+)", ServiceHandler, args("/service/{svc}")),
             (r"/service/([^/]+)/scale", ScaleHandler, args("/service/{svc}/scale")),
+            (r"/service/([^/]+)/(pause|resume)", PauseHandler,
+             args("/service/{svc}/{action}")),
+            (r"/service/([^/]+)/events", ServiceEventsHandler, args("/service/{svc}/events")),
+            (r"/events", AllEventsHandler, args("/events")),
             (r"/health", HealthHandler, args("/health")),
             (r"/leader", LeaderHandler, args("/leader")),
+            (r"/token/?", TokensHandler, args("/token")),
+            (r"/token/([^/]+)", TokenHandler, args("/token/{id}")),
             (r"/metrics", MetricsHandler, args("/metrics")),
         ],
         default_handler_class=NotFoundHandler, default_handler_args=args("unmatched"),
+        log_function=log_request,
     )
