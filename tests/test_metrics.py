@@ -56,7 +56,7 @@ def connector(tmp_path):
         yield process
 
 
-def test_metrics_move_with_a_scale_a_failing_compute_and_its_removal(start_replica, connector,
+def test_metrics_move_with_a_scale_a_failing_compute_its_removal_and_a_pause(start_replica, connector,
                                                                    faulty):
     service = unique("metrics")
     assert connector.call("POST", "/service", {"name": service, "command": SERVER})[0] == 201
@@ -105,6 +105,9 @@ def test_metrics_move_with_a_scale_a_failing_compute_and_its_removal(start_repli
     wait_until(lambda: value(scrape(replica.url), "genisys_services", state="converged") == 1,
                timeout=20, what="the service to count as converged")
     assert value(scrape(replica.url), "genisys_services", state="failing") == 0
+    assert replica.request("POST", f"/service/{service}/pause").status_code == 200
+    wait_until(lambda: value(scrape(replica.url), "genisys_services", state="paused") == 1,
+               timeout=20, what="the service to count as paused")
 
     # The connector's own page: the orders it carried out, and one it refused.
     assert connector.call("POST", f"/service/{unique('undefined')}/scale", {"number": 1})[0] == 404
@@ -141,12 +144,13 @@ def test_consul_operations_are_named_by_kind_never_by_key():
 def test_service_states_count_failing_converged_and_paused_services():
     desired = Desired(computes={"a": "http://a", "b": "http://b"},
                       totals={"web": 2, "api": 1, "db": 3},
-                      placements={"web": {"a": 2}, "api": {"b": 1}, "db": {"a": 3}})
+                      placements={"web": {"a": 2}, "api": {"b": 1}, "db": {"a": 3}},
+                      paused=frozenset({"db", "gone"}))
     observed = Observed(counts={("web", "a"): 2, ("web", "b"): 0, ("api", "a"): 0,
                                 ("db", "a"): 1, ("db", "b"): 0, ("catalog-only", "a"): 0},
                         errors={("api", "b"): "b did not answer in time."})
     managed = {"web", "api", "db", "catalog-only"}
-    assert service_states(desired, managed, observed, paused={"db", "gone"}) == {
+    assert service_states(desired, managed, observed) == {
         "managed": 4, "failing": 1, "converged": 1, "paused": 1}
 
 
