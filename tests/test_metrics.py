@@ -56,8 +56,8 @@ def connector(tmp_path):
         yield process
 
 
-def test_metrics_move_with_a_scale_a_failing_compute_its_removal_and_a_pause(start_replica, connector,
-                                                                   faulty):
+def test_metrics_move_with_a_scale_a_failing_compute_its_removal_and_a_pause(
+        start_replica, connector, faulty):
     service = unique("metrics")
     assert connector.call("POST", "/service", {"name": service, "command": SERVER})[0] == 201
     replica = start_replica(FAST)
