@@ -175,3 +175,26 @@ def test_switched_off_metrics_record_nothing(monkeypatch):
     assert metrics.registry.get_sample_value(
         "genisys_http_requests_total", {"route": "/health", "method": "GET", "code": "200"}) \
         is None
+
+
+def test_with_authentication_metrics_need_a_read_token_and_the_connector_its_token(
+        start_replica, tmp_path):
+    bootstrap = "bootstrap-" + "7" * 40
+    replica = start_replica(env={"GENISYS_BOOTSTRAP_TOKEN": bootstrap})
+    created = replica.request("POST", "/token", {"name": "prometheus", "role": "read"},
+                              headers={"Authorization": f"Bearer {bootstrap}"})
+    assert created.status_code == 201
+    assert requests.get(f"{replica.url}/metrics", timeout=5).status_code == 401
+    scraped = requests.get(f"{replica.url}/metrics", timeout=5,
+                           headers={"Authorization": f"Bearer {created.json()['secret']}"})
+    assert scraped.status_code == 200 and "genisys_leader_status" in scraped.text
+
+    token_file = tmp_path / "token"
+    token_file.write_text("connector-secret\n")
+    with ConnectorProcess("genisys.connectors.process", "--token-file", str(token_file),
+                          log_path=tmp_path / "connector.log") as connector:
+        assert requests.get(f"{connector.url}/metrics", timeout=5).status_code == 401
+        response = requests.get(f"{connector.url}/metrics", timeout=5,
+                                headers={"Authorization": "Bearer connector-secret"})
+        assert response.status_code == 200
+        assert "genisys_connector_orders_total" in response.text
