@@ -10,6 +10,7 @@ from genisys.api.computes import ComputeHandler, ComputesHandler
 from genisys.api.health import HealthHandler
 from genisys.api.leader import LeaderHandler
 from genisys.api.services import ScaleHandler, ServiceHandler, ServicesHandler
+from genisys.api.ui import StatusPageHandler
 from genisys.config import Config
 from genisys.store import ConsulStore
 
@@ -39,6 +40,7 @@ def make_app(context: Context) -> tornado.web.Application:
             (r"/service/([^/]+)/scale", ScaleHandler, args),
             (r"/health", HealthHandler, args),
             (r"/leader", LeaderHandler, args),
+            (r"/ui(?:/([^/]*))?", StatusPageHandler, args),
         ],
         default_handler_class=NotFoundHandler, default_handler_args=args,
     )
