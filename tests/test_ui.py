@@ -119,6 +119,7 @@ def test_the_page_shows_a_scaled_service_and_a_screenshot_is_taken(
     leader = replica.request("GET", "/leader").json()
     assert page.text["leader-id"] == leader["id"]
     assert page.text["leader-address"] == leader["address"]
+    assert page.text["leader-term"] == str(leader["term"])
     assert page.text["refreshed"].startswith("refreshed at ")
     # A compute fails when a service's record shows an error for it.
     assert page.row("computes", "local")[1:] == [connector.url, "ok", ""]

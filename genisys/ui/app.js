@@ -32,10 +32,26 @@ function pairs(counts) {
   return entries.length ? entries.map(([name, n]) => `${name}=${n}`).join(", ") : "–";
 }
 
+const two = (n) => String(n).padStart(2, "0");
+
+function clock(at) {
+  return `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}`;
+}
+
+// An ISO time from the API as local "YYYY-MM-DD HH:MM:SS".
 function time(iso) {
   if (!iso) return "–";
   const at = new Date(iso);
-  return isNaN(at) ? String(iso) : at.toLocaleString();
+  if (isNaN(at)) return String(iso);
+  return `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())} ${clock(at)}`;
+}
+
+// Show the rows, or hide the table and say why it is empty.
+function fill(tableId, noteId, rows, emptyNote) {
+  const table = $(tableId);
+  table.tBodies[0].replaceChildren(...rows);
+  table.hidden = rows.length === 0;
+  showNote(noteId, rows.length ? "" : emptyNote);
 }
 
 // One GET: {status, body}; throws only when the API cannot be reached.
@@ -89,22 +105,17 @@ function computeHealth(name, services) {
 }
 
 function showComputes(computes, services) {
-  const body = $("computes").tBodies[0];
   if (computes.status !== 200) {
-    showNote("computes-note", errorOf(computes));
-    body.replaceChildren();
+    fill("computes", "computes-note", [], errorOf(computes));
     return;
   }
-  const names = Object.keys(computes.body);
-  showNote("computes-note", names.length ? "" : "No compute is defined.");
   const records = services.status === 200 ? services.body : {};
-  body.replaceChildren(...names.map((name) => {
-    const compute = computes.body[name];
+  fill("computes", "computes-note", Object.entries(computes.body).map(([name, compute]) => {
     let [health, details] = computeHealth(name, records);
     if (compute.deleting) [health, details] = ["deleting", `since ${time(compute.deleting)}`];
     return row([el("td", name, "name"), compute.connector,
                 el("td", health, `badge ${health}`), details]);
-  }));
+  }), "No compute is defined.");
 }
 
 function serviceState(record) {
@@ -132,45 +143,34 @@ function problems(record) {
 }
 
 function showServices(services) {
-  const body = $("services").tBodies[0];
   if (services.status !== 200) {
-    showNote("services-note", errorOf(services));
-    body.replaceChildren();
+    fill("services", "services-note", [], errorOf(services));
     return;
   }
-  const names = Object.keys(services.body);
-  showNote("services-note", names.length ? "" : "No service is known yet.");
-  body.replaceChildren(...names.map((name) => {
-    const record = services.body[name];
+  fill("services", "services-note", Object.entries(services.body).map(([name, record]) => {
     const state = serviceState(record);
     const tr = row([el("td", name, "name"), el("td", state, `badge ${state}`),
                     el("td", record.desired ?? "–", "num desired"),
                     el("td", pairs(record.placement), "placement"),
                     el("td", pairs(record.observed), "observed"),
-                    problems(record), time(record.observed_at)]);
+                    problems(record), el("td", time(record.observed_at), "time")]);
     tr.dataset.service = name;
     return tr;
-  }));
+  }), "No service is known yet.");
 }
 
 function showOrders(orders) {
-  const body = $("orders").tBodies[0];
-  if (orders.status === 404) {
-    showNote("orders-note", "No order history on this server.");
-    body.replaceChildren();
-    return;
-  }
   if (orders.status !== 200) {
-    showNote("orders-note", errorOf(orders));
-    body.replaceChildren();
+    fill("orders", "orders-note", [], orders.status === 404
+      ? "No order history on this server." : errorOf(orders));
     return;
   }
   const events = Array.isArray(orders.body.events) ? orders.body.events : [];
-  showNote("orders-note", events.length ? "" : "No order was sent recently.");
-  body.replaceChildren(...events.map((e) => row([
-    time(e.time), el("td", e.service, "name"), e.compute, el("td", `${e.from} → ${e.to}`, "num"),
-    el("td", e.term ?? "–", "num"), el("td", e.result, `badge ${e.result}`), e.reason ?? "",
-  ])));
+  fill("orders", "orders-note", events.map((e) => row([
+    el("td", time(e.time), "time"), el("td", e.service, "name"), el("td", e.compute, "name"),
+    el("td", `${e.from} → ${e.to}`, "num"), el("td", e.term ?? "–", "num"),
+    el("td", e.result, `badge ${e.result}`), e.reason ?? "",
+  ])), "No order was sent recently.");
 }
 
 function showProblem(text) {
@@ -193,9 +193,8 @@ async function refresh() {
   } catch (error) {
     unreachableSince ??= new Date();
     $("data").classList.add("stale");
-    showProblem(`The API cannot be reached since ${unreachableSince.toLocaleTimeString()}` +
-                ` (${error.message}); the data below is from ` +
-                `${lastSuccess ? lastSuccess.toLocaleTimeString() : "no successful refresh"}.`);
+    showProblem(`The API cannot be reached since ${clock(unreachableSince)} (${error.message});` +
+                ` the data below is from ${lastSuccess ? clock(lastSuccess) : "no refresh"}.`);
     return;
   }
   unreachableSince = null;
@@ -215,7 +214,7 @@ async function refresh() {
   showServices(services);
   showOrders(orders);
   lastSuccess = new Date();
-  $("refreshed").textContent = `refreshed at ${lastSuccess.toLocaleTimeString()}`;
+  $("refreshed").textContent = `refreshed at ${clock(lastSuccess)}`;
 }
 
 async function loop() {
