@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 fi
 
 echo "install-chromium: installing chromium ..."
-export DEBIAN_FRONTEND=noninteractive
+export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1  # no service restart prompts
 apt-get update -qq
 apt-get install -qq -y --no-install-recommends chromium >/dev/null
 INSTALL_CHROMIUM_AGAIN=1 exec "$0" "$@"  # checks again
