@@ -1,13 +1,18 @@
 """The status page (GET /ui/) in a real browser: headless Chromium from Debian's package
 (scripts/install-chromium.sh), run directly, against a replica and a process connector."""
 
+import asyncio
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
+import requests
+from tornado.websocket import websocket_connect
 
 from genisys.api.ui import CONTENT_SECURITY_POLICY
 from tests.connector_helpers import DEMO_COMMAND, ConnectorProcess, call, unique
@@ -91,6 +96,55 @@ class PageReader(HTMLParser):
         return next((r for r in self.rows.get(table, []) if r and r[0] == first_cell), None)
 
 
+class DevToolsPage:
+    """One page in a headless Chromium, driven through its DevTools protocol (a
+    websocket), as a user would: read what it shows, fill a field, submit a form."""
+
+    def __init__(self, chromium, tmp_path: Path, url: str):
+        profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+        self.log = open(tmp_path / "chromium.log", "ab")
+        self.process = subprocess.Popen(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+             "--remote-debugging-port=0", url],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        active = profile / "DevToolsActivePort"  # Chromium writes its port there
+        port = wait_until(lambda: active.exists() and active.read_text().split("\n")[0],
+                          20, "Chromium's DevTools port")
+        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+        self.websocket = next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"]
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page."""
+        async def run():
+            connection = await websocket_connect(self.websocket)
+            try:
+                connection.write_message(json.dumps({"id": 1, "method": "Runtime.evaluate",
+                                                     "params": {"expression": expression,
+                                                                "returnByValue": True}}))
+                while True:
+                    message = json.loads(await connection.read_message())
+                    if message.get("id") == 1:
+                        return message["result"]["result"].get("value")
+            finally:
+                connection.close()
+        return asyncio.run(run())
+
+    def text(self, element_id: str) -> str:
+        return self.evaluate(f"document.getElementById({json.dumps(element_id)}).innerText")
+
+    def shown(self, element_id: str) -> bool:
+        return self.evaluate(f"!document.getElementById({json.dumps(element_id)}).hidden")
+
+    def submit_token(self, token: str) -> None:
+        self.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
+                      "document.getElementById('token-form').requestSubmit()")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.log.close()
+
+
 @pytest.fixture
 def connector(tmp_path):
     with ConnectorProcess("genisys.connectors.process", "--log-dir", str(tmp_path),
@@ -164,3 +218,39 @@ def test_only_the_page_files_are_served(replica, path):
 def test_the_page_is_read_only(replica):
     status, body = call("POST", f"{replica.url}/ui/", {})
     assert status == 405 and body == {"error": "method POST is not allowed on /ui/; use GET."}
+
+
+BOOTSTRAP = "b" * 40  # an admin token, only to create the read token the page is given
+
+
+def test_with_auth_on_the_page_asks_for_a_token_and_shows_data_only_with_one(
+        chromium, start_replica, tmp_path):
+    pytest.importorskip("genisys.auth", reason="API authentication is not merged yet")
+    replica = start_replica(env={"GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP})
+    admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
+    service = unique("ui")
+    assert replica.request("POST", "/compute", {"name": "local", "connector": DEAD},
+                           headers=admin).status_code == 201
+    assert replica.request("POST", f"/service/{service}/scale", {"number": 1},
+                           headers=admin).status_code == 202
+    created = replica.request("POST", "/token", {"name": "viewer", "role": "read"},
+                              headers=admin)
+    assert created.status_code == 201, created.text
+
+    page = DevToolsPage(chromium, tmp_path, f"{replica.url}/ui/")
+    try:
+        wait_until(lambda: page.shown("token-form"), 20, "the page to ask for a token")
+        assert not page.shown("data") and service not in page.evaluate("document.body.innerText")
+
+        page.submit_token("gen_viewer_wrong")
+        wait_until(lambda: page.text("problem").startswith("The token was refused: "), 20,
+                   "the page to say the token was refused")
+        assert page.shown("token-form") and not page.shown("data")
+
+        page.submit_token(created.json()["secret"])
+        wait_until(lambda: service in page.text("services"), 20, "the page to show data")
+        assert not page.shown("token-form") and not page.shown("problem")
+        assert page.text("leader-id") == replica.request("GET", "/leader", headers=admin).json()["id"]
+        assert page.evaluate("sessionStorage.getItem('genisys-token')") == created.json()["secret"]
+    finally:
+        page.close()
