@@ -130,10 +130,12 @@ class DevToolsPage:
         return asyncio.run(run())
 
     def text(self, element_id: str) -> str:
-        return self.evaluate(f"document.getElementById({json.dumps(element_id)}).innerText")
+        return self.evaluate(f"document.getElementById({json.dumps(element_id)})?.innerText"
+                             " ?? ''")  # '' until the page has loaded
 
     def shown(self, element_id: str) -> bool:
-        return self.evaluate(f"!document.getElementById({json.dumps(element_id)}).hidden")
+        return self.evaluate(f"document.getElementById({json.dumps(element_id)})?.hidden"
+                             " === false")
 
     def submit_token(self, token: str) -> None:
         self.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
@@ -158,7 +160,8 @@ def test_the_page_shows_a_scaled_service_and_a_screenshot_is_taken(
     assert connector.call("POST", "/service", {"name": service, "command": DEMO_COMMAND})[0] == 201
     assert replica.request("POST", "/compute",
                            {"name": "local", "connector": connector.url}).status_code == 201
-    assert replica.request("POST", "/compute", {"name": "dead", "connector": DEAD}).status_code == 201
+    assert replica.request("POST", "/compute",
+                           {"name": "dead", "connector": DEAD}).status_code == 201
     assert replica.request("POST", f"/service/{service}/scale",
                            {"number": 2, "compute": "local"}).status_code == 202
 
@@ -220,6 +223,28 @@ def test_the_page_is_read_only(replica):
     assert status == 405 and body == {"error": "method POST is not allowed on /ui/; use GET."}
 
 
+def test_the_page_says_when_the_api_cannot_be_reached_and_recovers(chromium, replica, tmp_path):
+    page = DevToolsPage(chromium, tmp_path, f"{replica.url}/ui/")
+    try:
+        leader = replica.request("GET", "/leader").json()["id"]
+        wait_until(lambda: page.text("leader-id") == leader, 20, "the page to show the leader")
+        refreshed = page.text("refreshed")
+        assert refreshed.startswith("refreshed at ")
+        replica.stop()
+        wait_until(lambda: page.text("problem").startswith("The API cannot be reached since "),
+                   20, "the page to say the API cannot be reached")
+        # The last data stays, marked stale, and says when it was read.
+        assert page.text("leader-id") == leader
+        assert page.evaluate("document.getElementById('data').classList.contains('stale')")
+        assert refreshed.removeprefix("refreshed at ") in page.text("problem")
+
+        replica.start()
+        wait_until(lambda: not page.shown("problem"), 20, "the page to recover")
+        assert not page.evaluate("document.getElementById('data').classList.contains('stale')")
+    finally:
+        page.close()
+
+
 BOOTSTRAP = "b" * 40  # an admin token, only to create the read token the page is given
 
 
@@ -250,7 +275,8 @@ def test_with_auth_on_the_page_asks_for_a_token_and_shows_data_only_with_one(
         page.submit_token(created.json()["secret"])
         wait_until(lambda: service in page.text("services"), 20, "the page to show data")
         assert not page.shown("token-form") and not page.shown("problem")
-        assert page.text("leader-id") == replica.request("GET", "/leader", headers=admin).json()["id"]
+        leader = replica.request("GET", "/leader", headers=admin).json()
+        assert page.text("leader-id") == leader["id"]
         assert page.evaluate("sessionStorage.getItem('genisys-token')") == created.json()["secret"]
     finally:
         page.close()
