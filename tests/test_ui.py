@@ -267,6 +267,9 @@ def test_with_auth_on_the_page_asks_for_a_token_and_shows_data_only_with_one(
         wait_until(lambda: page.shown("token-form"), 20, "the page to ask for a token")
         assert not page.shown("data") and service not in page.evaluate("document.body.innerText")
 
+        page.submit_token("tök en")
+        wait_until(lambda: page.text("problem") ==
+                   "A token is one word of printable ASCII characters.", 20, "the refusal")
         page.submit_token("gen_viewer_wrong")
         wait_until(lambda: page.text("problem").startswith("The token was refused: "), 20,
                    "the page to say the token was refused")

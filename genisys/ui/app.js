@@ -167,7 +167,7 @@ function showOrders(orders) {
   }
   const events = Array.isArray(orders.body.events) ? orders.body.events : [];
   fill("orders", "orders-note", events.map((e) => row([
-    el("td", time(e.time), "time"), el("td", e.service, "name"), el("td", e.compute, "name"),
+    el("td", time(e.time), "time"), el("td", e.service, "name"), el("td", e.compute, "nowrap"),
     el("td", `${e.from} → ${e.to}`, "num"), el("td", e.term ?? "–", "num"),
     el("td", e.result, `badge ${e.result}`), e.reason ?? "",
   ])), "No order was sent recently.");
@@ -209,10 +209,15 @@ async function refresh() {
   $("token-form").hidden = true;
   $("data").hidden = false;
   showProblem("");
-  showLeader(leader, health);
-  showComputes(computes, services);
-  showServices(services);
-  showOrders(orders);
+  try {
+    showLeader(leader, health);
+    showComputes(computes, services);
+    showServices(services);
+    showOrders(orders);
+  } catch (error) {  // an answer of an unexpected shape: say so, try again next time
+    showProblem(`An answer of the API could not be shown: ${error.message}`);
+    return;
+  }
   lastSuccess = new Date();
   $("refreshed").textContent = `refreshed at ${clock(lastSuccess)}`;
 }
@@ -227,8 +232,13 @@ async function loop() {
 
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  const token = $("token").value.trim();
   $("token").value = "";
+  if (!/^[\x21-\x7e]+$/.test(token)) {  // an HTTP header carries nothing else
+    showProblem("A token is one word of printable ASCII characters.");
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
   refresh();
 });
 
