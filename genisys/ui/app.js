@@ -83,8 +83,7 @@ function showLeader(leader, health) {
   $("leader-id").textContent = leader.status === 200 ? lead.id : errorOf(leader);
   $("leader-address").textContent = lead.address || "–";
   $("leader-since").textContent = time(lead.since);
-  const term = lead.term ?? health.body?.term;
-  $("leader-term").textContent = term ?? "not reported by this server";
+  $("leader-term").textContent = lead.term ?? "–";
   const h = health.body || {};
   const role = h.leader ? "leader" : "follower";
   $("replica").textContent = h.status === "ok"
