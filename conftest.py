@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from genisys.devconsul import make_certificates
 from tests.dockerd import DockerEngine, NoEngine
 from tests.faulty_connector import FaultyProcess
 from tests.support import ConsulAgent, Replica, unique_prefix
@@ -77,3 +78,10 @@ def faulty(tmp_path):
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory):
+    """A CA with a "server" and a "client" certificate for localhost and 127.0.0.1
+    (genisys.devconsul.TLSFiles), made by Consul's own `consul tls`."""
+    return make_certificates(str(tmp_path_factory.mktemp("tls")))

@@ -11,6 +11,8 @@ PATH, else the asyncio client of bench/loadgen.py):
     Genisys  GET /compute/<name>, GET /compute (100 computes), POST /compute (real creates)
     bare Tornado  GET /compute/<name>, GET /compute
     Consul   GET /v1/kv/<prefix>computes/<name>  (the same read, made to Consul directly)
+    with --tls, a second replica serving HTTPS (certificates from `consul tls`):
+    Genisys over https GET /compute/<name>, in turns with the same read over http
 
 Genisys and bare Tornado are measured in turns of one second (ABAB...) and each side's turns
 are merged, so that the machine's speed changing during the run touches both alike. It
@@ -24,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -34,7 +37,8 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.proc import cpu_seconds, stop_process
-from genisys.devconsul import INSTALL_HINT, DevConsul, find_consul_binary, free_port
+from genisys.devconsul import (INSTALL_HINT, DevConsul, find_consul_binary, free_port,
+                               make_certificates)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPUTE_COUNT = 100
@@ -46,6 +50,8 @@ KV_ITEM = "Consul GET /v1/kv/<prefix>computes/<name>"
 GET_LIST = f"Genisys GET /compute ({COMPUTE_COUNT} computes)"
 BARE_LIST = f"bare Tornado GET /compute ({COMPUTE_COUNT})"
 POST = "Genisys POST /compute (creates)"
+TLS_ITEM = "Genisys over https GET /compute/<name>"
+HTTP_ITEM = "Genisys over http GET /compute/<name>"  # the same as GET_ITEM, in TLS's turns
 
 # Targets for Genisys GET /compute/<name> at 16 connections on one replica.
 TARGET_SHARE_OF_BARE = 0.80
@@ -138,9 +144,12 @@ class Process:
 
 
 def fetch(method: str, host_port: str, path: str, body: bytes | None = None,
-         timeout: float = 5.0) -> tuple[int, bytes]:
+          timeout: float = 5.0, ca_file: str | None = None) -> tuple[int, bytes]:
+    """One request; over HTTPS verified with `ca_file` when it is given."""
     host, port = host_port.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    conn = (http.client.HTTPSConnection(host, int(port), timeout=timeout,
+                                        context=ssl.create_default_context(cafile=ca_file))
+            if ca_file else http.client.HTTPConnection(host, int(port), timeout=timeout))
     try:
         conn.request(method, path, body=body)
         response = conn.getresponse()
@@ -283,6 +292,9 @@ def parse_args(argv):
     parser.add_argument("--only", default="", metavar="WORD[,WORD...]",
                         help="measure only the endpoints whose label contains one of these "
                              "words, e.g. --only POST or --only '<name>'")
+    parser.add_argument("--tls", action="store_true", help=(
+        "also start a replica serving HTTPS and measure GET /compute/<name> over https in "
+        "turns with http: the cost of TLS"))
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -363,6 +375,14 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
                  *fetch("GET", replica_address, "/compute")), replica)
     wait_for("the bare Tornado server", lambda: fetch("GET", bare_address, "/compute")[0] == 200,
              bare)
+    tls_replica = tls_address = None
+    if args.tls:
+        tls_replica, tls_address, ca_file = start_tls_replica(
+            json.loads(config.read_text()), workdir, env, args, server_cpus)
+        stack.callback(tls_replica.stop)
+        wait_for("the https replica to serve the 100 computes",
+                 lambda: (lambda s, b: s == 200 and len(json.loads(b)) == COMPUTE_COUNT)(
+                     *fetch("GET", tls_address, "/compute", ca_file=ca_file)), tls_replica)
     for path in (f"/compute/{ITEM}", "/compute"):  # "the same JSON", byte for byte
         ours, theirs = fetch("GET", replica_address, path), fetch("GET", bare_address, path)
         if ours != theirs:
@@ -403,11 +423,17 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
         BARE_LIST: (loadgen.Request("GET", f"{bare_url}/compute"), bare.pid),
         POST: (post, replica.pid),
     }
+    if tls_replica:
+        requests[TLS_ITEM] = (loadgen.Request("GET", f"https://{tls_address}/compute/{ITEM}",
+                                              ca_file=ca_file), tls_replica.pid)
+        requests[HTTP_ITEM] = requests[GET_ITEM]
     # Genisys and bare Tornado in turns (see measure); POST last: it grows the registry
     # that GET /compute lists.
-    groups = [(GET_ITEM, BARE_ITEM), (KV_ITEM,), (GET_LIST, BARE_LIST), (POST,)]
+    groups = [(GET_ITEM, BARE_ITEM), *([(HTTP_ITEM, TLS_ITEM)] if tls_replica else []),
+              (KV_ITEM,), (GET_LIST, BARE_LIST), (POST,)]
     only = [w.strip().lower() for w in args.only.split(",") if w.strip()]
-    meter = CpuMeter([replica.pid, bare.pid, consul.process.pid])
+    meter = CpuMeter([replica.pid, bare.pid, consul.process.pid,
+                      *([tls_replica.pid] if tls_replica else [])])
     rows: dict[tuple[str, int], Row] = {}
     for group in groups:
         labels = [label for label in group
@@ -430,6 +456,23 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     return 0
 
 
+def start_tls_replica(settings: dict, workdir: Path, env: dict, args, cpus):
+    """A second replica of the same keys, serving HTTPS; (process, address, CA file).
+    It does not lead (the first one does): with nothing to reconcile, that costs nothing."""
+    tls_dir = workdir / "tls"
+    tls_dir.mkdir()
+    server = make_certificates(str(tls_dir))["server"]
+    port = free_port()
+    settings["genisys"].update(port=port, tls_cert_file=server.cert_file,
+                               tls_key_file=server.key_file)
+    config = workdir / "genisys-tls.yml"
+    config.write_text(json.dumps(settings))
+    process = Process("replica-tls", [sys.executable, str(ROOT / "main.py"), "--config",
+                                      str(config), "--log-level", args.replica_log_level],
+                      workdir, env, cpus)
+    return process, f"127.0.0.1:{port}", server.ca_file
+
+
 def report(rows: dict, args) -> None:
     print()
     for connections in args.connections:
@@ -448,6 +491,16 @@ def report(rows: dict, args) -> None:
             line += (f"; per CPU-second {ratio(ours.per_cpu_second, bare.per_cpu_second)} "
                      f"of bare Tornado")
         print(line)
+    for connections in args.connections:
+        tls, http = rows.get((TLS_ITEM, connections)), rows.get((HTTP_ITEM, connections))
+        if tls and http:
+            line = (f"TLS, GET /compute/<name>, {connections} conn: https {tls.result.rps:,.0f} "
+                    f"req/s = {ratio(tls.result.rps, http.result.rps)} of http "
+                    f"({http.result.rps:,.0f})")
+            if tls.per_cpu_second and http.per_cpu_second:
+                line += (f"; per CPU-second {ratio(tls.per_cpu_second, http.per_cpu_second)} "
+                         f"of http")
+            print(line)
     target_conns = 16 if 16 in args.connections else max(args.connections)
     ours, bare = rows.get((GET_ITEM, target_conns)), rows.get((BARE_ITEM, target_conns))
     if ours:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -36,6 +37,7 @@ class Request:
     content_type: str = "application/json"
     # For wrk: the same body as Lua; `tag` and `n` are in scope (see _POST_LUA).
     lua_body: str | None = None
+    ca_file: str | None = None  # https: the asyncio client verifies with it (wrk does not)
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,9 @@ class AsyncioClient(LoadGenerator):
 
     async def _run(self, request: Request, connections: int, seconds: float, tag: str) -> Result:
         url = urlsplit(request.url)
-        host, port = url.hostname, url.port or 80
+        host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+        tls = ssl.create_default_context(cafile=request.ca_file) if url.scheme == "https" \
+            else None
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
         head = f"{request.method} {target} HTTP/1.1\r\nHost: {url.netloc}\r\n"
         static = (head + "\r\n").encode() if request.unique_body is None else None
@@ -322,7 +326,8 @@ class AsyncioClient(LoadGenerator):
             while clock() < deadline:
                 if conn is None or conn.closed:
                     try:
-                        _, conn = await loop.create_connection(_Connection, host, port)
+                        _, conn = await loop.create_connection(_Connection, host, port,
+                                                               ssl=tls)
                     except OSError:
                         counts["errors"] += 1
                         await asyncio.sleep(0.01)

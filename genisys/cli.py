@@ -14,7 +14,7 @@ from genisys.api import Context, make_app
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, consul_answers
-from genisys.httpserver import LimitedHTTPServer, raise_fd_limit
+from genisys.httpserver import LimitedHTTPServer, raise_fd_limit, tls_context
 from genisys.leader import LeaderElection
 from genisys.model import Compute, ValidationError
 from genisys.permissions import PermissionWatch
@@ -99,25 +99,30 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     permissions.start()
     context = Context(config=config, store=store, replica_id=config.replica_id)
     raise_fd_limit()
-    server = LimitedHTTPServer(make_app(context), xheaders=True,
-                               timeout=config.genisys.http_timeout,
-                               max_connections=config.genisys.max_connections or None)
+    scheme = "https" if config.genisys.tls_cert_file else "http"
     try:
+        ssl_options = tls_context(config.genisys.tls_cert_file, config.genisys.tls_key_file
+                                  ) if scheme == "https" else None
+        server = LimitedHTTPServer(make_app(context), xheaders=True,
+                                   timeout=config.genisys.http_timeout,
+                                   max_connections=config.genisys.max_connections or None,
+                                   ssl_options=ssl_options)
         server.listen(config.genisys.port, config.genisys.bind)
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", config.genisys.bind, config.genisys.port,
-                  exc.strerror)
+    except OSError as exc:  # ssl.SSLError too: a certificate or key that does not load
+        log.error("cannot serve %s on %s:%s: %s", scheme, config.genisys.bind,
+                  config.genisys.port, exc.strerror or exc)
         await permissions.stop()
         await store.close()
         if consul_dev:
             consul_dev.stop()
         return 1
-    log.info("replica %s serving the API on http://%s:%s", context.replica_id,
+    log.info("replica %s serving the API on %s://%s:%s", context.replica_id, scheme,
              config.genisys.bind, config.genisys.port)
     seeding = asyncio.create_task(seed_computes(store, computes))
     # connector.concurrency is per compute; the pool is shared by all of them.
     connectors = ConnectorClient(timeout=config.connector.timeout,
-                                 max_connections=max(256, 8 * config.connector.concurrency))
+                                 max_connections=max(256, 8 * config.connector.concurrency),
+                                 ca_file=config.connector.ca_file or None)
     reconciler = Reconciler(store, connectors, poll_interval=config.connector.poll_interval,
                             concurrency=config.connector.concurrency,
                             service_prefix=config.consul.service_prefix,

@@ -28,6 +28,8 @@ class GenisysSection:
     compute_file: str = "computes.py"
     http_timeout: float = 30.0  # for a request's headers (or the next request) and its body
     max_connections: int = 0  # beyond it new connections are closed; 0: half the fd limit
+    tls_cert_file: str = ""  # with tls_key_file: the API serves HTTPS
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class ConsulSection:
     key_prefix: str = "genisys/"
     resources_key_prefix: str = "skynet/resources/"
     timeout: float = 5.0
+    ca_file: str = ""  # verifies an https Consul (default: the system's CAs)
+    cert_file: str = ""  # with key_file: the client certificate (verify_incoming)
+    key_file: str = ""
+    verify: bool = True  # false only for a test agent: anyone could pose as Consul
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class ConnectorSection:
     poll_interval: float = 15.0
     timeout: float = 5.0
     concurrency: int = 64
+    ca_file: str = ""  # verifies https connectors (default: the system's CAs)
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,13 @@ def _apply_environment(section: str, cls, values: dict, environ) -> None:
                 values["scheme"] = parts.scheme
         if environ.get("CONSUL_HTTP_TOKEN"):
             values["token"] = environ["CONSUL_HTTP_TOKEN"]
+        for variable, key in (("CONSUL_CACERT", "ca_file"), ("CONSUL_CLIENT_CERT", "cert_file"),
+                              ("CONSUL_CLIENT_KEY", "key_file"),
+                              ("CONSUL_HTTP_SSL_VERIFY", "verify")):
+            if environ.get(variable):
+                values[key] = environ[variable]
+        if environ.get("CONSUL_HTTP_SSL", "").strip().lower() in ("1", "true"):
+            values["scheme"] = "https"
 
 
 def _build_section(section: str, cls, values: dict, source: str):
@@ -186,6 +200,13 @@ def _build_section(section: str, cls, values: dict, source: str):
 def _convert(full: str, expected, value):
     if full in DURATION_KEYS:
         return parse_duration(value)
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("true", "1", "false", "0"):
+            raise ValueError
+        return text in ("true", "1")
     if expected is int:
         if isinstance(value, bool) or not re.fullmatch(r"\s*\d+\s*", str(value)):
             raise ValueError
@@ -203,6 +224,8 @@ def _describe(full: str, expected) -> str:
         return "a duration (like 15s, 500ms or 2m)"
     if full in PORT_KEYS:
         return "a port number (1-65535)"
+    if expected is bool:
+        return "true or false"
     if expected is int:
         return "a whole number"
     return "a string"
@@ -223,6 +246,12 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: connector.concurrency must be at least 1")
     if config.connector.poll_interval <= 0 or config.connector.timeout <= 0:
         raise ConfigError(f"{source}: connector.poll_interval and connector.timeout must be > 0")
+    for section, cert, key in (("genisys", "tls_cert_file", "tls_key_file"),
+                               ("consul", "cert_file", "key_file")):
+        values = getattr(config, section)
+        if bool(getattr(values, cert)) != bool(getattr(values, key)):
+            raise ConfigError(f"{source}: {section}.{cert} and {section}.{key} go together: "
+                              "set both or neither")
     if config.genisys.http_timeout <= 0:
         raise ConfigError(f"{source}: genisys.http_timeout must be > 0")
     if config.leader.check_ttl < 1:

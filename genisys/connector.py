@@ -9,7 +9,9 @@ Every answer is distrusted: whatever a connector sends (garbage, HTML, a documen
 as one ConnectorError sentence for that call, never as another exception.
 
 Connections are kept alive (genisys.httpclient): one cycle makes thousands of calls
-to a handful of connectors.
+to a handful of connectors. A compute's token goes with every call to its connector as
+`Authorization: Bearer <token>`; https connectors are verified with `ca_file` (default:
+the system's CAs).
 """
 
 import json
@@ -37,16 +39,19 @@ class StaleTerm(ConnectorError):
 
 
 class ConnectorClient:
-    def __init__(self, timeout: float = 5.0, max_connections: int = 256):
+    def __init__(self, timeout: float = 5.0, max_connections: int = 256,
+                 ca_file: str | None = None):
         self.timeout = timeout
+        self.ca_file = ca_file
         self._http = curl_client(max_connections)
 
     def close(self) -> None:
         close_client(self._http)
 
-    async def bulk_status(self, connector: str) -> dict[str, int] | None:
+    async def bulk_status(self, connector: str, token: str | None = None
+                          ) -> dict[str, int] | None:
         """Every service's count in one call; None when the connector lacks the extension."""
-        code, body = await self._call("GET", connector, "/status")
+        code, body = await self._call("GET", connector, "/status", token=token)
         if code in (404, 405, 501):
             return None
         counts = _running_resources(_expect(code, body, connector, "GET /status"),
@@ -56,10 +61,10 @@ class ConnectorClient:
                                  "service counts.")
         return counts
 
-    async def status(self, connector: str, service: str) -> int:
+    async def status(self, connector: str, service: str, token: str | None = None) -> int:
         """Running resources of one service; 0 when the connector does not define it."""
         path = service_path(service, "status")
-        code, body = await self._call("GET", connector, path)
+        code, body = await self._call("GET", connector, path, token=token)
         if code in (404, 501):
             return 0
         count = _running_resources(_expect(code, body, connector, f"GET {path}"),
@@ -70,7 +75,7 @@ class ConnectorClient:
         return count
 
     async def scale(self, connector: str, service: str, number: int,
-                    term: int | None) -> int | None:
+                    term: int | None, token: str | None = None) -> int | None:
         """Order `number` instances; the count the answer names, or None when a 2xx answer
         names none (an empty body is a valid answer): the caller observes it then.
         StaleTerm when the connector has seen a higher term."""
@@ -79,7 +84,7 @@ class ConnectorClient:
         if term is not None:
             headers[TERM_HEADER] = str(term)
         code, body = await self._call("POST", connector, path, json.dumps({"number": number}),
-                                      headers)
+                                      headers, token)
         if code == 404:
             raise ConnectorError(f"service {service} is not defined on {connector}.")
         if code == 409:
@@ -97,7 +102,8 @@ class ConnectorClient:
         count = answer.get("running_resources") if isinstance(answer, dict) else None
         return count if _is_count(count) else None
 
-    async def order(self, connector: str, service: str, number: int, term) -> int:
+    async def order(self, connector: str, service: str, number: int, term,
+                    token: str | None = None) -> int:
         """Send the leader's order; the count running afterwards.
 
         A connector that has seen a higher term (a stray header, a Consul reset, a newer
@@ -106,23 +112,26 @@ class ConnectorClient:
         without a count is followed by a status call.
         """
         try:
-            count = await self.scale(connector, service, number, term.number)
+            count = await self.scale(connector, service, number, term.number, token)
         except StaleTerm as stale:
             if not await term.raise_above(stale.seen):
                 raise
             log.info("%s had seen term %d: raised this leader's term to %d", connector,
                      stale.seen, term.number)
-            count = await self.scale(connector, service, number, term.number)
+            count = await self.scale(connector, service, number, term.number, token)
         if count is None:
-            count = await self.status(connector, service)
+            count = await self.status(connector, service, token)
         return count
 
-    async def _call(self, method, connector, path, body=None, headers=None
+    async def _call(self, method, connector, path, body=None, headers=None, token=None
                     ) -> tuple[int, bytes]:
         url = connector.rstrip("/") + path
+        if token:
+            headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         try:
             request = HTTPRequest(url, method=method, body=body, headers=headers,
-                                  connect_timeout=self.timeout, request_timeout=self.timeout)
+                                  connect_timeout=self.timeout, request_timeout=self.timeout,
+                                  ca_certs=self.ca_file)
             response = await self._http.fetch(request, raise_error=False)
         except HTTPClientError as exc:  # timeouts and refused connections are 599s
             raise ConnectorError(_describe_failure(connector, exc)) from None

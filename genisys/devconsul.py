@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -63,25 +64,53 @@ def consul_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """A CA and a certificate it signed, with its key (PEM files)."""
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
+def make_certificates(directory: str, binary: str | None = None) -> dict[str, TLSFiles]:
+    """A fresh CA in `directory` and, signed by it, a "server" and a "client" certificate
+    for localhost and 127.0.0.1, made by `consul tls` (Consul 1.8 and later)."""
+    binary = binary or find_consul_binary()
+    if binary is None:
+        raise RuntimeError(INSTALL_HINT)
+    for command in (["ca", "create"], ["cert", "create", "-server"],
+                    ["cert", "create", "-client"]):
+        subprocess.run([binary, "tls", *command], cwd=directory, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ca = str(Path(directory) / "consul-agent-ca.pem")
+    return {kind: TLSFiles(ca, str(Path(directory) / f"dc1-{kind}-consul-0.pem"),
+                           str(Path(directory) / f"dc1-{kind}-consul-0-key.pem"))
+            for kind in ("server", "client")}
+
+
 class DevConsul:
     """A `consul agent -dev` child process; use start(), then stop().
 
     With `data_dir`, a single-server agent that keeps its data on disk instead, so a
     test can stop and restart Consul without losing the state. With `acl_master_token`,
     ACLs are enabled with default policy deny; that token may do everything (the agent
-    uses it for its own registration too).
+    uses it for its own registration too). With `tls` (a TLSFiles), it also serves HTTPS
+    on `https_port` and requires a client certificate signed by the CA there
+    (verify_incoming); its plain HTTP port stays open on 127.0.0.1 for start() and tests.
     """
 
     def __init__(self, http_port: int | None = None, binary: str | None = None,
-                 data_dir: str | None = None, acl_master_token: str | None = None):
+                 data_dir: str | None = None, acl_master_token: str | None = None,
+                 tls: "TLSFiles | None" = None):
         self.data_dir = data_dir
         self.acl_master_token = acl_master_token
+        self.tls = tls
         self.binary = binary or find_consul_binary()
         if self.binary is None:
             raise RuntimeError(INSTALL_HINT)
         self.http_port = http_port or free_port()
         # Fixed for the agent's life: a restarted server must find its raft peers again.
-        lan, wan, server = free_ports(3, exclude={self.http_port})
+        lan, wan, server, self.https_port = free_ports(4, exclude={self.http_port})
         self.ports = {"-serf-lan-port": lan, "-serf-wan-port": wan, "-server-port": server}
         self.process: subprocess.Popen | None = None
         self._log = None
@@ -104,6 +133,10 @@ class DevConsul:
             token = self.acl_master_token
             command += ["-hcl", f'acl {{ enabled = true default_policy = "deny" tokens {{ '
                                 f'master = "{token}" agent = "{token}" }} }}']
+        if self.tls:
+            command += ["-hcl", f'ca_file = "{self.tls.ca_file}" cert_file = "{self.tls.cert_file}" '
+                                f'key_file = "{self.tls.key_file}" verify_incoming = true '
+                                f'ports {{ https = {self.https_port} }}']
         self._log = tempfile.NamedTemporaryFile(prefix="consul-dev-", suffix=".log", delete=False)
         log.info("starting a local Consul agent on %s (%s), its log in %s",
                  self.address, self.binary, self._log.name)

@@ -12,6 +12,7 @@ loop, logging a traceback each time (100% CPU, megabytes of log a second). Here:
 - an accept() that fails for want of file descriptors (EMFILE, ENFILE) pauses accepting
   for ACCEPT_PAUSE seconds (the pending connections wait in the backlog) and is logged at
   most once every LOG_INTERVAL seconds.
+- `tls_context()` makes HTTPS: pass it as `ssl_options`.
 - `raise_fd_limit()` lifts the soft RLIMIT_NOFILE to the hard limit (at most
   MAX_FD_LIMIT) at start-up, where the system allows it.
 """
@@ -20,6 +21,7 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 import time
 
 import tornado.httpserver
@@ -51,6 +53,14 @@ def raise_fd_limit(bound: int = MAX_FD_LIMIT) -> int:
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open file limit from %d: %s", soft, exc)
     return soft
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server's TLS context for a certificate (PEM, with its chain) and its key;
+    OSError (ssl.SSLError is one) naming the problem when they cannot be loaded."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 def default_max_connections() -> int:

@@ -1,7 +1,7 @@
 """Pure values and validation: names, numbers, computes. No I/O, no Tornado."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from urllib.parse import urlsplit
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -97,20 +97,34 @@ def check_fields(body: dict, required: tuple[str, ...], optional: tuple[str, ...
             raise ValidationError(f"unknown field {field!r:.80}.")
 
 
+# A bearer token goes in an HTTP header as it is: printable ASCII, no spaces.
+TOKEN_PATTERN = re.compile(r"[!-~]{1,4096}")
+
+
+def validate_token(value, what: str = "token") -> str:
+    if not isinstance(value, str) or not TOKEN_PATTERN.fullmatch(value):
+        raise ValidationError(f"{what} must be a string of 1 to 4096 printable ASCII "
+                              "characters without spaces.")
+    return value
+
+
 @dataclass(frozen=True)
 class Compute:
     name: str
     connector: str
     # Set (to the time) while a DELETE is in progress: no new placement may use it.
     deleting: str | None = None
+    # Sent to the connector as `Authorization: Bearer <token>`; write-only in the API.
+    token: str | None = dataclass_field(default=None, repr=False)
 
     @classmethod
     def from_dict(cls, body) -> "Compute":
-        """A definition as the API takes it: name and connector, nothing else."""
+        """A definition as the API takes it: name, connector and an optional token."""
         if not isinstance(body, dict):
             raise ValidationError("a compute definition must be a JSON object.")
-        check_fields(body, ("name", "connector"))
-        return cls(validate_name(body["name"]), validate_url(body["connector"]))
+        check_fields(body, ("name", "connector"), ("token",))
+        token = validate_token(body["token"]) if "token" in body else None
+        return cls(validate_name(body["name"]), validate_url(body["connector"]), token=token)
 
     @classmethod
     def from_stored(cls, body) -> "Compute":
@@ -121,10 +135,20 @@ class Compute:
         compute = cls.from_dict({k: v for k, v in body.items() if k != "deleting"})
         if deleting is None:
             return compute
-        return cls(compute.name, compute.connector, str(deleting)[:40])
+        return cls(compute.name, compute.connector, str(deleting)[:40], compute.token)
 
     def to_dict(self) -> dict:
+        """The stored form, the token included."""
         body = {"name": self.name, "connector": self.connector}
         if self.deleting:
             body["deleting"] = self.deleting
+        if self.token:
+            body["token"] = self.token
+        return body
+
+    def public_dict(self) -> dict:
+        """What the API shows: the token only as "set" (absent when there is none)."""
+        body = self.to_dict()
+        if self.token:
+            body["token"] = "set"
         return body

@@ -129,6 +129,8 @@ class Reconciler:
     async def cycle(self, term, services: set[str] | None = None) -> str:
         """One observe -> plan -> act pass over `services` (None: every managed service)."""
         desired, indexes = self.store.desired_snapshot(services)
+        # From the same view as the snapshot: no await comes between the two reads.
+        tokens = {c.name: c.token for c in await self.store.list_computes() if c.token}
         if self._recorded is None:  # a new term: start from what Consul holds
             self._recorded = {service: (status.get("observed"), status.get("errors"),
                                         status.get("warnings"))
@@ -148,7 +150,7 @@ class Reconciler:
         # One bulk call per compute beats many single ones once a burst of changes
         # touches more services than can be asked at once.
         bulk = services is None or len(managed) >= self.concurrency
-        observed = await self.observe(desired.computes, managed, bulk=bulk)
+        observed = await self.observe(desired.computes, managed, bulk=bulk, tokens=tokens)
         orders = scale_orders(desired, observed)
         # From what the connectors report, not from their answers to this cycle's orders.
         self._orders = open_orders(self._orders, desired, observed)
@@ -160,7 +162,7 @@ class Reconciler:
                 term.session, {s: (p, *indexes[s]) for s, p in fixes.items()}, {}):
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
-        await self.act(orders, desired.computes, observed, term)
+        await self.act(orders, desired.computes, observed, term, tokens)
         statuses = self._changed_statuses(desired, managed, observed, warnings)
         if term.valid() and await self.store.leader_write(term.session, {}, statuses):
             self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
@@ -172,7 +174,7 @@ class Reconciler:
                 f"{failed} with errors, {len(orders)} orders")
 
     async def observe(self, computes: dict[str, str], services: set[str],
-                      bulk: bool) -> Observed:
+                      bulk: bool, tokens: dict[str, str] | None = None) -> Observed:
         """Ask every compute for every service's count; one failure never blocks the others."""
         observed = Observed()
         if not services:
@@ -181,9 +183,10 @@ class Reconciler:
         async def one_compute(compute: str, url: str) -> None:
             limit = asyncio.Semaphore(self.concurrency)
             counts = None
+            token = (tokens or {}).get(compute)
             if bulk:
                 try:
-                    counts = await self.client.bulk_status(url)
+                    counts = await self.client.bulk_status(url, token)
                 except Exception as exc:
                     for service in services:
                         observed.errors[service, compute] = self._failure(
@@ -197,7 +200,8 @@ class Reconciler:
             async def one_service(service: str) -> None:
                 async with limit:
                     try:
-                        observed.counts[service, compute] = await self.client.status(url, service)
+                        observed.counts[service, compute] = await self.client.status(
+                            url, service, token)
                     except Exception as exc:
                         observed.errors[service, compute] = self._failure(
                             exc, f"observing {service} on {compute}")
@@ -208,7 +212,7 @@ class Reconciler:
         return observed
 
     async def act(self, orders: list[ScaleOrder], computes: dict[str, str], observed: Observed,
-                  term) -> None:
+                  term, tokens: dict[str, str] | None = None) -> None:
         """Send the orders, all computes in parallel; record what each answered."""
         limits = {}
 
@@ -218,7 +222,8 @@ class Reconciler:
                          order.compute, order.observed, order.number, term.number)
                 pair = (order.service, order.compute)
                 try:
-                    count = await self.client.order(url, order.service, order.number, term)
+                    count = await self.client.order(url, order.service, order.number, term,
+                                                    (tokens or {}).get(order.compute))
                 except Exception as exc:
                     observed.errors[pair] = self._failure(
                         exc, f"scaling {order.service} on {order.compute}")

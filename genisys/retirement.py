@@ -37,14 +37,14 @@ class Retirement:
 
     async def _drain_one(self, term, retired: RetiredConnector, services: set[str]) -> None:
         try:
-            running = await self._running(retired.connector, services)
+            running = await self._running(retired.connector, services, retired.token)
             for service, count in running.items():
                 if not term.valid():
                     return
                 log.info("scaling %s on retired connector %s (was compute %s) from %d to 0 "
                          "(term %d)", service, retired.connector, retired.compute, count,
                          term.number)
-                await self.client.order(retired.connector, service, 0, term)
+                await self.client.order(retired.connector, service, 0, term, retired.token)
             if running or not term.valid():
                 return  # look again next cycle: forget it only once it reports 0
             if await self.store.forget_retired(term.session, retired):
@@ -61,15 +61,16 @@ class Retirement:
                             "retrying every full cycle", retired.connector, retired.compute,
                             problem)
 
-    async def _running(self, connector: str, services: set[str]) -> dict[str, int]:
+    async def _running(self, connector: str, services: set[str],
+                       token: str | None) -> dict[str, int]:
         """The managed services that still run there, with their counts."""
-        counts = await self.client.bulk_status(connector)
+        counts = await self.client.bulk_status(connector, token)
         if counts is None:
             limit = asyncio.Semaphore(self.concurrency)
 
             async def one(service: str) -> int:
                 async with limit:
-                    return await self.client.status(connector, service)
+                    return await self.client.status(connector, service, token)
 
             names = sorted(services)
             counts = dict(zip(names, await asyncio.gather(*(one(s) for s in names))))

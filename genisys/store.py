@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import consul.base
@@ -109,7 +109,11 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
             self.uri(path, params), method=method, headers=headers,
             body=None if method == "GET" else (data or ""),
             allow_nonstandard_methods=True, connect_timeout=self.timeout,
-            request_timeout=request_timeout, validate_cert=bool(self.verify))
+            request_timeout=request_timeout, validate_cert=bool(self.verify),
+            # py-consul's verify: True, False or a CA file; cert: (cert file, key file)
+            ca_certs=self.verify if isinstance(self.verify, str) else None,
+            client_cert=self.cert[0] if self.cert else None,
+            client_key=self.cert[1] if self.cert else None)
         try:
             response = await self._client.fetch(request, raise_error=False)
         except (OSError, HTTPClientError) as exc:  # refused, reset, or timed out (599)
@@ -175,6 +179,7 @@ class RetiredConnector:
     connector: str
     compute: str
     modify_index: int
+    token: str | None = field(default=None, repr=False)  # its compute's, to keep calling it
 
 
 @dataclass(frozen=True)
@@ -299,7 +304,8 @@ class ConsulStore:
 
     def __init__(self, host: str, port: int, *, scheme: str = "http", token: str = "",
                  key_prefix: str = "genisys/", resources_key_prefix: str = "skynet/resources/",
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, verify: bool | str = True,
+                 cert: tuple[str, str] | None = None):
         self.address = f"{scheme}://{host}:{port}"
         self.key_prefix = key_prefix
         self.resources_key_prefix = resources_key_prefix
@@ -309,7 +315,8 @@ class ConsulStore:
         self.retired_prefix = f"{key_prefix}retired/"
         self.leader_key = f"{key_prefix}leader"
         self.term_key = f"{key_prefix}term"
-        self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout)
+        self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout,
+                              verify=verify, cert=cert)
         self.consul.http.key_prefixes = (key_prefix, resources_key_prefix)
         self.computes_view = PrefixView(self.consul, self.computes_prefix)
         self._decoded_from: dict | None = None  # the view entries _decoded was made from
@@ -324,7 +331,9 @@ class ConsulStore:
     def from_config(cls, section) -> "ConsulStore":
         return cls(section.host, section.port, scheme=section.scheme, token=section.token,
                    key_prefix=section.key_prefix,
-                   resources_key_prefix=section.resources_key_prefix, timeout=section.timeout)
+                   resources_key_prefix=section.resources_key_prefix, timeout=section.timeout,
+                   verify=(section.ca_file or True) if section.verify else False,
+                   cert=(section.cert_file, section.key_file) if section.cert_file else None)
 
     def start(self) -> None:
         for view in self._views:
@@ -656,8 +665,10 @@ class ConsulStore:
 
     async def _retire_ops(self, compute: Compute) -> list[dict]:
         """Release `compute`'s claim on its connector and retire the connector."""
-        ops = [_kv("set", self._retired_key(compute.connector), _to_json(
-            {"connector": compute.connector, "compute": compute.name, "since": _now()}))]
+        retired = {"connector": compute.connector, "compute": compute.name, "since": _now()}
+        if compute.token:
+            retired["token"] = compute.token
+        ops = [_kv("set", self._retired_key(compute.connector), _to_json(retired))]
         claim = await self._read(self._claim_key(compute.connector))
         if claim is not None and claim.get("Value") == compute.name.encode():
             ops.append(_kv("delete-cas", self._claim_key(compute.connector),
@@ -682,8 +693,10 @@ class ConsulStore:
             except ValidationError:
                 _warn_once(f"ignoring {item['Key']}: its value is not a retired connector")
                 continue
+            token = value.get("token")
             retired.append(RetiredConnector(item["Key"], connector, str(value.get("compute")),
-                                            item["ModifyIndex"]))
+                                            item["ModifyIndex"],
+                                            token if isinstance(token, str) else None))
         return retired
 
     async def forget_retired(self, session: str, retired: RetiredConnector) -> bool:

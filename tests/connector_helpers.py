@@ -75,7 +75,7 @@ class ConnectorProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def _listening_port(self):
-        match = re.search(r"listening on http://[^:]+:(\d+)", self.log())
+        match = re.search(r"listening on https?://[^:]+:(\d+)", self.log())
         if match:
             return int(match.group(1))
         if self.process.poll() is not None:

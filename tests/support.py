@@ -72,9 +72,13 @@ class Replica:
     """A Genisys replica: `python main.py` in its own process, on a free port."""
 
     def __init__(self, consul_address: str, prefix: str, settings: dict | None = None,
-                 compute_file: str | None = None, env: dict | None = None):
+                 compute_file: str | None = None, env: dict | None = None,
+                 ca_file: str | None = None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With ca_file the replica serves HTTPS (its settings name the certificate):
+        # every request verifies it with that CA.
+        self.verify = ca_file or True
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
         self.dir = Path(tempfile.mkdtemp(prefix="genisys-replica-"))
         host, port = consul_address.rsplit(":", 1)
         config = {
@@ -105,7 +109,7 @@ class Replica:
         if self.process.poll() is not None:
             raise AssertionError(f"replica exited with {self.process.returncode}:\n{self.log()}")
         try:
-            requests.get(f"{self.url}/health", timeout=1)
+            requests.get(f"{self.url}/health", timeout=1, verify=self.verify)
             return True
         except requests.ConnectionError:
             return False
@@ -128,4 +132,5 @@ class Replica:
     def request(self, method: str, path: str, body=None, **kwargs) -> requests.Response:
         if body is not None and not isinstance(body, (str, bytes)):
             body = json.dumps(body)
-        return requests.request(method, self.url + path, data=body, timeout=10, **kwargs)
+        return requests.request(method, self.url + path, data=body, timeout=10,
+                                verify=self.verify, **kwargs)

@@ -4,8 +4,8 @@ A backend says how to validate a service definition, scale a service and count i
 instances. The kit does the rest: HTTP and its one error shape (with the server limits
 of genisys.httpserver), the service definitions, one scale order at a time per service
 (services in parallel; a newer order replaces the one in progress), a maximum number of
-instances, the term fence, the command line, logging and a graceful stop. A connector is
-then one short file:
+instances, the term fence, a required token (--token-file), HTTPS (--tls-cert), the
+command line, logging and a graceful stop. A connector is then one short file:
 
     class MyBackend(Backend):
         def validate(self, definition): ...
@@ -19,6 +19,7 @@ then one short file:
 import abc
 import argparse
 import asyncio
+import hmac
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ import tornado.web
 from genisys import logformat
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.connectors.state import StateFile
-from genisys.httpserver import DEFAULT_TIMEOUT, LimitedHTTPServer, raise_fd_limit
+from genisys.httpserver import DEFAULT_TIMEOUT, LimitedHTTPServer, raise_fd_limit, tls_context
 from genisys.jsonbody import BadJson, excerpt, loads_object
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
 from genisys.protocol import MAX_TERM, TERM_FIELD, TERM_HEADER
@@ -45,8 +46,14 @@ DEFAULT_MAX_INSTANCES = 1000
 # Genisys may send one request per service at once: 1,000 services must not overflow
 # the accept queue (the kernel caps this at net.core.somaxconn).
 BACKLOG = 4096
+# The token a connector requires when --token-file is not given.
+TOKEN_VARIABLE = "GENISYS_CONNECTOR_TOKEN"
 
 log = logging.getLogger("genisys.connector")
+
+
+class Unauthorized(Exception):
+    """401: the connector requires a token and the request lacks it or has another."""
 
 
 class NotFound(Exception):
@@ -65,8 +72,8 @@ class BackendError(Exception):
     """503: the backend could not carry out the order; the message says why."""
 
 
-ERROR_STATUS = {ValidationError: 400, BadJson: 400, NotFound: 404, Conflict: 409,
-                BodyTooLarge: 413, BackendError: 503}
+ERROR_STATUS = {ValidationError: 400, BadJson: 400, Unauthorized: 401, NotFound: 404,
+                Conflict: 409, BodyTooLarge: 413, BackendError: 503}
 
 
 def _error_status(error) -> int | None:
@@ -118,9 +125,11 @@ class Connector:
     """The protocol without HTTP: definitions, one order at a time per service (the newest
     supersedes the one in progress), the term fence."""
 
-    def __init__(self, backend: Backend, max_instances: int = DEFAULT_MAX_INSTANCES):
+    def __init__(self, backend: Backend, max_instances: int = DEFAULT_MAX_INSTANCES,
+                 token: str | None = None):
         self.backend = backend
         self.max_instances = max_instances
+        self.token = token  # when set, every call but /health must bear it
         self.definitions: dict[str, dict] = {}
         self.highest_term: int | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -324,6 +333,7 @@ class Handler(tornado.web.RequestHandler):
     """Base handler: JSON bodies up to MAX_BODY, every error as {"error": sentence}."""
 
     error_message = None
+    needs_token = True
 
     def initialize(self, connector: Connector) -> None:
         self.connector = connector
@@ -331,6 +341,7 @@ class Handler(tornado.web.RequestHandler):
         self._too_large = False
 
     def prepare(self) -> None:
+        self.authenticate()
         length = self.request.headers.get("Content-Length", "")
         if re.fullmatch(r"[0-9]+", length) and int(length) > MAX_BODY:
             raise BodyTooLarge(f"the body is larger than {MAX_BODY // 1024} KiB.")
@@ -340,6 +351,17 @@ class Handler(tornado.web.RequestHandler):
         self._too_large = self._too_large or len(self._body) + len(chunk) > MAX_BODY
         if not self._too_large:
             self._body += chunk
+
+    def authenticate(self) -> None:
+        """Unauthorized unless the request bears the connector's token (if it has one)."""
+        if not self.connector.token or not self.needs_token:
+            return
+        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
+        # Constant time: the answer's timing must not tell how much of a guess was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.connector.token.encode()):
+            raise Unauthorized("this connector requires a token: send "
+                               "Authorization: Bearer <token>, the compute's token.")
 
     def json_body(self) -> dict:
         if self._too_large:
@@ -359,6 +381,8 @@ class Handler(tornado.web.RequestHandler):
         if _error_status(error):
             self.set_status(_error_status(error))
             message = str(error)
+            if isinstance(error, Unauthorized):
+                self.set_header("WWW-Authenticate", 'Bearer realm="genisys-connector"')
         elif isinstance(error, tornado.web.HTTPError) and error.log_message:
             # Tornado's own, e.g. a path that is not UTF-8 once percent-decoded
             message = excerpt(error.get_message()).rstrip(".") + "."
@@ -398,11 +422,14 @@ class NotFoundHandler(Handler):
     SUPPORTED_METHODS = _AnyMethod()
 
     def prepare(self) -> None:
+        self.authenticate()  # a stray client learns nothing, not even which paths exist
         raise NotFound(f"there is no {excerpt(self.request.path, 80)} here; "
                        "see the connector protocol.")
 
 
 class HealthHandler(Handler):
+    needs_token = False  # for load balancers and probes; it tells nothing worth guarding
+
     def get(self) -> None:
         self.write({"status": "ok", "backend": self.connector.backend.name})
 
@@ -471,13 +498,14 @@ def make_app(connector: Connector) -> tornado.web.Application:
 
 
 def listen(connector: Connector, address: str = "127.0.0.1", port: int = 0,
-           timeout: float = DEFAULT_TIMEOUT,
-           max_connections: int | None = None) -> tuple[LimitedHTTPServer, int]:
+           timeout: float = DEFAULT_TIMEOUT, max_connections: int | None = None,
+           ssl_options=None) -> tuple[LimitedHTTPServer, int]:
     """Serve the connector on the running loop; (server, the port it listens on).
-    genisys.httpserver says what `timeout` and `max_connections` limit."""
+    genisys.httpserver says what `timeout` and `max_connections` limit; `ssl_options`
+    (an ssl.SSLContext) makes it HTTPS."""
     sockets = tornado.netutil.bind_sockets(port, address, backlog=BACKLOG)
     server = LimitedHTTPServer(make_app(connector), timeout=timeout,
-                               max_connections=max_connections)
+                               max_connections=max_connections, ssl_options=ssl_options)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]
 
@@ -500,9 +528,16 @@ def run(backend_class: type[Backend], argv: list[str] | None = None) -> None:
         "(default: half the open file limit)"))
     parser.add_argument("--service-file", help="services to define at start-up, like computes.py")
     parser.add_argument("--state-file", help="keeps the definitions across restarts (JSON)")
+    parser.add_argument("--token-file", help=(
+        f"require the token this file holds on every call but /health (default: "
+        f"${TOKEN_VARIABLE} when set; else no token is required)"))
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     backend_class.add_arguments(parser)
     logformat.add_argument(parser)
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     logformat.configure(logging.INFO, args.log_format)
     raise_fd_limit()
     try:
@@ -537,9 +572,11 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
+    token = _read_token(args.token_file)
+    ssl_options = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     backend = backend_class.from_args(args)
     try:
-        connector = Connector(backend, args.max_instances)
+        connector = Connector(backend, args.max_instances, token)
         if args.service_file:
             connector.load(args.service_file)
         if args.state_file:
@@ -547,15 +584,29 @@ async def _serve(backend_class: type[Backend], args: argparse.Namespace) -> None
             connector.state.restore(connector)
         try:
             server, port = listen(connector, args.bind, args.port, args.http_timeout,
-                                  args.max_connections)
+                                  args.max_connections, ssl_options)
         except OSError as exc:
             raise OSError(f"{args.bind}:{args.port} is not available: "
                           f"{exc.strerror or exc}") from None
-        log.info("%s connector listening on http://%s:%d, %d service(s) defined%s",
-                 backend.name, args.bind, port, len(connector.definitions),
-                 f" by {args.service_file}" if args.service_file else "")
+        log.info("%s connector listening on %s://%s:%d, %d service(s) defined%s%s",
+                 backend.name, "https" if ssl_options else "http", args.bind, port,
+                 len(connector.definitions),
+                 f" by {args.service_file}" if args.service_file else "",
+                 "; a token is required" if token else "")
         await stop.wait()
         server.stop()  # no new connections; the backend stop below ends the work in flight
     finally:
         await backend.close()
     log.info("stopped")
+
+
+def _read_token(path: str | None) -> str | None:
+    """The token of --token-file, else of $GENISYS_CONNECTOR_TOKEN; None when neither.
+    OSError (the process stops with it) when the file cannot be read or is empty."""
+    if path is None:
+        # Taken out: the instances a backend starts inherit the environment, not the secret.
+        return os.environ.pop(TOKEN_VARIABLE, None) or None
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise OSError(f"the token file {path} is empty")
+    return token
