@@ -1,6 +1,7 @@
 """API bench: one Genisys replica beside Consul's KV API and a bare Tornado handler.
 
-    python -m bench.api [--duration 5] [--warmup 1] [--connections 1,16]   (or: make bench)
+    python -m bench.api [--duration 5] [--warmup 1] [--connections 1,16] [--auth]
+                                                                            (or: make bench)
 
 One run starts a Consul dev agent, defines 100 computes, starts one replica
 (`python main.py --config <tmp> --log-level WARNING`) and, as a separate process, a bare
@@ -9,6 +10,8 @@ It then measures, at each connection count, with keep-alive connections (wrk whe
 PATH, else the asyncio client of bench/loadgen.py):
 
     Genisys  GET /compute/<name>, GET /compute (100 computes), POST /compute (real creates)
+    with --auth, also: GET /compute/<name> on a second replica with authentication on, sent
+             a `read` token (its own key prefix, its own 100 computes, leading them alike)
     bare Tornado  GET /compute/<name>, GET /compute
     Consul   GET /v1/kv/<prefix>computes/<name>  (the same read, made to Consul directly)
     with --tls, a second replica serving HTTPS (certificates from `consul tls`):
@@ -50,6 +53,8 @@ KV_ITEM = "Consul GET /v1/kv/<prefix>computes/<name>"
 GET_LIST = f"Genisys GET /compute ({COMPUTE_COUNT} computes)"
 BARE_LIST = f"bare Tornado GET /compute ({COMPUTE_COUNT})"
 POST = "Genisys POST /compute (creates)"
+AUTH_ITEM = "Genisys GET /compute/<name> with a token"
+BOOTSTRAP = "bench-bootstrap-" + "0" * 32
 TLS_ITEM = "Genisys over https GET /compute/<name>"
 HTTP_ITEM = "Genisys over http GET /compute/<name>"  # the same as GET_ITEM, in TLS's turns
 
@@ -144,14 +149,15 @@ class Process:
 
 
 def fetch(method: str, host_port: str, path: str, body: bytes | None = None,
-          timeout: float = 5.0, ca_file: str | None = None) -> tuple[int, bytes]:
+          timeout: float = 5.0, ca_file: str | None = None,
+          headers: dict | None = None) -> tuple[int, bytes]:
     """One request; over HTTPS verified with `ca_file` when it is given."""
     host, port = host_port.rsplit(":", 1)
     conn = (http.client.HTTPSConnection(host, int(port), timeout=timeout,
                                         context=ssl.create_default_context(cafile=ca_file))
             if ca_file else http.client.HTTPConnection(host, int(port), timeout=timeout))
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -292,6 +298,9 @@ def parse_args(argv):
     parser.add_argument("--only", default="", metavar="WORD[,WORD...]",
                         help="measure only the endpoints whose label contains one of these "
                              "words, e.g. --only POST or --only '<name>'")
+    parser.add_argument("--auth", action="store_true",
+                        help="also measure GET /compute/<name> with authentication on (a "
+                             "second replica, sent a read token), in turns with the first")
     parser.add_argument("--tls", action="store_true", help=(
         "also start a replica serving HTTPS and measure GET /compute/<name> over https in "
         "turns with http: the cost of TLS"))
@@ -346,25 +355,30 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     server_cpus, pinning = cpu_plan(args.pin, tool)
     consul = DevConsul().start()
     stack.callback(consul.stop)
-    computes = compute_definitions()
-    for name, definition in computes.items():  # as the store writes them
-        value = json.dumps(definition, separators=(",", ":"), sort_keys=True).encode()
-        status, _ = fetch("PUT", consul.address, f"/v1/kv/{prefix}computes/{name}", value)
-        assert status == 200, f"Consul refused the seed write: {status}"
-
-    replica_port, bare_port = free_port(), free_port()
-    replica_address, bare_address = f"127.0.0.1:{replica_port}", f"127.0.0.1:{bare_port}"
-    config = workdir / "genisys.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "genisys": {"bind": "127.0.0.1", "port": replica_port, "compute_file": ""},
-        "consul": {"host": "127.0.0.1", "port": consul.http_port, "key_prefix": prefix,
-                   "resources_key_prefix": f"{prefix}resources/"},
-    }))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-    replica = Process("replica", [sys.executable, str(ROOT / "main.py"), "--config", str(config),
-                                  "--log-level", args.replica_log_level], workdir, env,
-                      server_cpus)
-    stack.callback(replica.stop)
+
+    def start_replica(name: str, key_prefix: str, extra_env: dict) -> tuple[Process, str]:
+        for compute, definition in compute_definitions().items():  # as the store writes them
+            value = json.dumps(definition, separators=(",", ":"), sort_keys=True).encode()
+            status, _ = fetch("PUT", consul.address, f"/v1/kv/{key_prefix}computes/{compute}",
+                              value)
+            assert status == 200, f"Consul refused the seed write: {status}"
+        port = free_port()
+        config = workdir / f"{name}.yml"
+        config.write_text(json.dumps({  # JSON is YAML
+            "genisys": {"bind": "127.0.0.1", "port": port, "compute_file": ""},
+            "consul": {"host": "127.0.0.1", "port": consul.http_port, "key_prefix": key_prefix,
+                       "resources_key_prefix": f"{key_prefix}resources/"},
+        }))
+        process = Process(name, [sys.executable, str(ROOT / "main.py"), "--config", str(config),
+                                 "--log-level", args.replica_log_level], workdir,
+                          {**env, **extra_env}, server_cpus)
+        stack.callback(process.stop)
+        return process, f"127.0.0.1:{port}"
+
+    replica, replica_address = start_replica("replica", prefix, {})
+    bare_port = free_port()
+    bare_address = f"127.0.0.1:{bare_port}"
     bare = Process("bare-tornado",
                    [sys.executable, "-m", "bench.api", "--serve-bare", str(bare_port)],
                    workdir, {**env, "PYTHONPATH": str(ROOT)}, server_cpus)
@@ -378,7 +392,8 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     tls_replica = tls_address = None
     if args.tls:
         tls_replica, tls_address, ca_file = start_tls_replica(
-            json.loads(config.read_text()), workdir, env, args, server_cpus)
+            json.loads((workdir / "replica.yml").read_text()), workdir, env, args,
+            server_cpus)
         stack.callback(tls_replica.stop)
         wait_for("the https replica to serve the 100 computes",
                  lambda: (lambda s, b: s == 200 and len(json.loads(b)) == COMPUTE_COUNT)(
@@ -394,6 +409,11 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
         role = "it leads, so its reconcile loop runs during the bench"
     except RuntimeError:
         role = "it does not lead"
+    secured = token = None
+    if args.auth:
+        secured, secured_address = start_replica("replica-auth", f"auth-{prefix}",
+                                                 {"GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP})
+        token = read_token(secured_address, secured)
     agent = json.loads(fetch("GET", consul.address, "/v1/agent/self")[1])
     consul_version = agent["Config"]["Version"]
 
@@ -423,17 +443,23 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
         BARE_LIST: (loadgen.Request("GET", f"{bare_url}/compute"), bare.pid),
         POST: (post, replica.pid),
     }
+    if secured:
+        requests[AUTH_ITEM] = (loadgen.Request("GET", f"http://{secured_address}/compute/{ITEM}",
+                                               headers=(("Authorization", f"Bearer {token}"),)),
+                               secured.pid)
     if tls_replica:
         requests[TLS_ITEM] = (loadgen.Request("GET", f"https://{tls_address}/compute/{ITEM}",
                                               ca_file=ca_file), tls_replica.pid)
         requests[HTTP_ITEM] = requests[GET_ITEM]
     # Genisys and bare Tornado in turns (see measure); POST last: it grows the registry
     # that GET /compute lists.
-    groups = [(GET_ITEM, BARE_ITEM), *([(HTTP_ITEM, TLS_ITEM)] if tls_replica else []),
+    groups = [(GET_ITEM, *((AUTH_ITEM,) if secured else ()), BARE_ITEM),
+              *([(HTTP_ITEM, TLS_ITEM)] if tls_replica else []),
               (KV_ITEM,), (GET_LIST, BARE_LIST), (POST,)]
     only = [w.strip().lower() for w in args.only.split(",") if w.strip()]
     meter = CpuMeter([replica.pid, bare.pid, consul.process.pid,
-                      *([tls_replica.pid] if tls_replica else [])])
+                      *([tls_replica.pid] if tls_replica else []),
+                      *([secured.pid] if secured else [])])
     rows: dict[tuple[str, int], Row] = {}
     for group in groups:
         labels = [label for label in group
@@ -443,6 +469,8 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
                 rows[row.label, connections] = row
             replica.check()
             bare.check()
+            if secured:
+                secured.check()
 
     if any(label == POST for label, _ in rows):
         _, body = fetch("GET", consul.address, f"/v1/kv/{prefix}computes/?keys")
@@ -454,6 +482,17 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     report(rows, args)
     print(f"\nbench took {time.monotonic() - started:.0f} s")
     return 0
+
+
+def read_token(address: str, replica: Process) -> str:
+    """A `read` token made with the bootstrap token, once the replica serves its computes."""
+    admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
+    wait_for("the replica with authentication to serve its computes",
+             lambda: fetch("GET", address, "/compute", headers=admin)[0] == 200, replica)
+    status, body = fetch("POST", address, "/token", b'{"name":"bench","role":"read"}',
+                         headers=admin)
+    assert status == 201, f"POST /token answered {status}: {body[:200]!r}"
+    return json.loads(body)["secret"]
 
 
 def start_tls_replica(settings: dict, workdir: Path, env: dict, args, cpus):
@@ -475,6 +514,13 @@ def start_tls_replica(settings: dict, workdir: Path, env: dict, args, cpus):
 
 def report(rows: dict, args) -> None:
     print()
+    for connections in args.connections:
+        plain, token = rows.get((GET_ITEM, connections)), rows.get((AUTH_ITEM, connections))
+        if plain and token:
+            print(f"authentication, {connections} conn: GET /compute/<name> with a token "
+                  f"{token.result.rps:,.0f} req/s = {ratio(token.result.rps, plain.result.rps)} "
+                  f"of without ({plain.result.rps:,.0f}); p50 {token.result.p50_ms:.2f} ms "
+                  f"vs {plain.result.p50_ms:.2f} ms")
     for connections in args.connections:
         ours, bare, kv = (rows.get((label, connections))
                           for label in (GET_ITEM, BARE_ITEM, KV_ITEM))

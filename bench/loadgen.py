@@ -37,6 +37,7 @@ class Request:
     content_type: str = "application/json"
     # For wrk: the same body as Lua; `tag` and `n` are in scope (see _POST_LUA).
     lua_body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request, e.g. a token
     ca_file: str | None = None  # https: the asyncio client verifies with it (wrk does not)
 
 
@@ -190,7 +191,9 @@ class Wrk(LoadGenerator):
         # One thread: wrk's single event loop sends far more than one Python server can
         # answer, and leaves the second core to the server (and to Consul).
         command = [self.binary, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-                   "--timeout", "10s", "-s", str(path), request.url, "--", tag]
+                   "--timeout", "10s", "-s", str(path),
+                   *(f"-H{name}: {value}" for name, value in request.headers),
+                   request.url, "--", tag]
         cpus = self.cpus
         done = subprocess.run(command, capture_output=True, text=True,
                               preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
@@ -302,7 +305,8 @@ class AsyncioClient(LoadGenerator):
         tls = ssl.create_default_context(cafile=request.ca_file) if url.scheme == "https" \
             else None
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        head = f"{request.method} {target} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        head = f"{request.method} {target} HTTP/1.1\r\nHost: {url.netloc}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in request.headers)
         static = (head + "\r\n").encode() if request.unique_body is None else None
 
         def build(conn_tag: str, n: int) -> bytes:

@@ -3,7 +3,7 @@
     python -m bench.reconcile [--services 1000] [--latency 0.05] [--rounds 3]
                               [--concurrency 16,32,64,128] [--requests 200]
                               [--background 1000] [--memory-services 10000]
-                              [--skip observe,latency,memory]
+                              [--skip observe,latency,nohistory,memory]
 
 Three parts, everything on loopback, figures only (no assertions):
 
@@ -19,7 +19,10 @@ Three parts, everything on loopback, figures only (no assertions):
    follower, timed until the connector's backend receives the order (--order-log).
    Then again (--background-requests) once --background other services are managed:
    every replica re-reads whole KV prefixes on each change, so the latency grows with
-   the number of services.
+   the number of services. Part 2 runs twice in the same run, first with the order
+   history switched off (GENISYS_BENCH_NO_HISTORY=1, a switch only this bench uses), then
+   as shipped, so that the history's cost shows beside its baseline (--skip nohistory:
+   once).
 3. memory: one replica leads, --memory-services desired totals are written straight
    into Consul's KV (transactions of 64), the leader places them and sends one scale
    order each to a bulk counting connector; prints the time to converge and the
@@ -330,9 +333,10 @@ def the_leader(replicas: list[Replica]) -> Replica:
     return wait_until(find, timeout=30, what="exactly one leader")
 
 
-def latency_part(args, consul: DevConsul, workdir: Path) -> dict:
+def latency_part(args, consul: DevConsul, workdir: Path, history: bool = True) -> dict:
     print("\n2. scale latency: POST /service/<s>/scale to a follower until the connector "
-          "receives the order; 3 replicas, poll_interval 15s, one connector (latency 0)")
+          "receives the order; 3 replicas, poll_interval 15s, one connector (latency 0); "
+          + ("order history on (as shipped)" if history else "order history OFF"))
     prefix = unique_prefix()
     orders_path = workdir / "orders.log"
     connector = Connector(workdir, "--latency", "0", "--order-log", str(orders_path)).wait()
@@ -340,7 +344,8 @@ def latency_part(args, consul: DevConsul, workdir: Path) -> dict:
     replicas = []
     results = {}
     try:
-        replicas = [Replica(consul.address, prefix, settings).start(wait=False)
+        env = {} if history else {"GENISYS_BENCH_NO_HISTORY": "1"}
+        replicas = [Replica(consul.address, prefix, settings, env=env).start(wait=False)
                     for _ in range(3)]
         for replica in replicas:
             wait_until(replica.serving, timeout=20, what=f"replica {replica.url}")
@@ -574,7 +579,8 @@ def main(argv=None) -> int:
                         help="seconds between one order's arrival and the next request (0.005)")
     parser.add_argument("--memory-services", type=int, default=10000)
     parser.add_argument("--memory-timeout", type=float, default=180.0)
-    parser.add_argument("--skip", default="", help="comma-separated: observe, latency, memory")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated: observe, latency, nohistory, memory")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     args.background = [int(n) for n in args.background.split(",") if n]
@@ -598,7 +604,14 @@ def main(argv=None) -> int:
         consul = DevConsul().start()
         try:
             if "latency" not in skip:
-                latency_part(args, consul, workdir)
+                without = {} if "nohistory" in skip else latency_part(args, consul, workdir,
+                                                                     history=False)
+                with_history = latency_part(args, consul, workdir)
+                for others in without.keys() & with_history.keys():
+                    print(f"  cost of the order history, {others} other services: p50 "
+                          f"{with_history[others]['p50'] - without[others]['p50']:+.1f} ms, "
+                          f"p99 {with_history[others]['p99'] - without[others]['p99']:+.1f} ms "
+                          f"(with minus without, same run)")
             if "memory" not in skip:
                 memory_part(args, consul, workdir)
         finally:

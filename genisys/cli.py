@@ -8,9 +8,10 @@ import socket
 import sys
 from pathlib import Path
 
-from genisys import commands, logformat
+from genisys import auth, commands, logformat
 from genisys import config as config_module
 from genisys.api import Context, make_app
+from genisys.auth import Authenticator
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, consul_answers
@@ -37,6 +38,9 @@ def parse_args(argv):
         "start a `consul agent -dev` there and stop it on exit"))
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--insecure", action="store_true", help=(
+        "serve the API without authentication although genisys.bind is not a loopback "
+        "address (anyone who reaches it can stop every service)"))
     logformat.add_argument(parser)
     return parser.parse_args(argv)
 
@@ -53,10 +57,20 @@ def main(argv=None) -> int:
     try:
         config = config_module.load(config_path)
         computes = load_compute_file(config, config_path)
-    except (config_module.ConfigError, DefinitionFileError) as exc:
+        bootstrap = auth.read_bootstrap_token(config.genisys.bootstrap_token,
+                                              config.genisys.bootstrap_token_file)
+    except (config_module.ConfigError, DefinitionFileError, ValueError) as exc:
         print(f"genisys: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return asyncio.run(serve(config, computes, dev=args.dev))
+    open_to_others = not bootstrap and not auth.is_loopback(config.genisys.bind)
+    if open_to_others and not args.insecure:
+        print(f"genisys: genisys.bind {config.genisys.bind or '(every address)'} is not a "
+              "loopback address, so the API needs authentication: set GENISYS_BOOTSTRAP_TOKEN "
+              "(or genisys.bootstrap_token_file) to an admin token of at least 32 characters "
+              "(`openssl rand -hex 32`), or pass --insecure to serve it open.", file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(serve(config, computes, dev=args.dev, bootstrap=bootstrap,
+                             insecure=open_to_others))
 
 
 def load_compute_file(config, config_path) -> list[Compute]:
@@ -78,7 +92,8 @@ def load_compute_file(config, config_path) -> list[Compute]:
     return computes
 
 
-async def serve(config, computes: list[Compute], dev: bool = False) -> int:
+async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: str = "",
+                insecure: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -97,7 +112,15 @@ async def serve(config, computes: list[Compute], dev: bool = False) -> int:
     store.start()
     permissions = PermissionWatch(store)
     permissions.start()
-    context = Context(config=config, store=store, replica_id=config.replica_id)
+    context = Context(config=config, store=store, replica_id=config.replica_id,
+                      auth=Authenticator(bootstrap, store.token_record) if bootstrap else None,
+                      insecure=insecure)
+    if insecure:
+        log.warning("--insecure: the API on %s is served WITHOUT authentication; anyone who "
+                    "reaches it can stop every service", config.genisys.bind or "every address")
+    else:
+        log.info("API authentication is %s", "on (bearer tokens)" if bootstrap else
+                 "off: bound to a loopback address without a bootstrap token")
     raise_fd_limit()
     scheme = "https" if config.genisys.tls_cert_file else "http"
     try:

@@ -1,4 +1,6 @@
-"""The client commands of `genisys` (status, scale, computes, leader): they call the API.
+"""The client commands of `genisys` (status, scale, computes, leader, events, delete,
+pause, resume, token): they call the API, with the token in GENISYS_TOKEN when the API
+asks for one.
 
     genisys status [--addr URL] [--json]
 
@@ -19,7 +21,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from genisys import jsonbody
 
@@ -48,11 +50,12 @@ class Api:
     def get(self, path: str, missing_ok: bool = False):
         return self.call("GET", path, missing_ok=missing_ok)
 
-    def call(self, method: str, path: str, body=None, missing_ok: bool = False):
+    def call(self, method: str, path: str, body=None, missing_ok: bool = False,
+             headers: dict | None = None):
         """The decoded answer (None for an empty body, or a 404 when `missing_ok`)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.addr + path, data=data, method=method,
-                                         headers=self.headers)
+                                         headers={**self.headers, **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                 status, raw = response.status, response.read()
@@ -185,19 +188,40 @@ def render_computes(computes: dict) -> str:
 
 @command("scale", "set a service's total across computes (exit 1 when it changed)",
          arg("service"), arg("number", help="the total, an integer >= 0"),
-         arg("--compute", help="grow on this compute, shrink from it first"))
+         arg("--compute", help="grow on this compute, shrink from it first"),
+         arg("--dry-run", action="store_true",
+             help="show the placement and the orders, change nothing (exit 1: orders)"),
+         arg("--check-index", metavar="N",
+             help="apply only if the service is still at this index (from --dry-run)"))
 def scale(api: Api, args) -> int:
-    before = api.get(api_path("service", args.service), missing_ok=True)
     body = {"number": args.number}
     if args.compute is not None:
         body["compute"] = args.compute
-    answer = api.call("POST", api_path("service", args.service, "scale"), body)
+    path = api_path("service", args.service, "scale")
+    if args.dry_run:
+        return dry_run(api, args, path, body)
+    before = api.get(api_path("service", args.service), missing_ok=True)
+    answer = api.call("POST", path, body, headers=None if args.check_index is None
+                      else {"If-Match": args.check_index})
     changed = before is None or ((before["desired"], before["placement"])
                                  != (answer["desired"], answer["placement"]))
     emit(args, answer, f"{answer['service']}: desired {answer['desired']}, placement "
                        f"{counts(answer['placement']) or '-'}"
                        f"{'' if changed else ' (unchanged)'}")
     return CHANGED if changed else NO_CHANGE
+
+
+def dry_run(api: Api, args, path: str, body: dict) -> int:
+    answer = api.call("POST", path + "?dry_run=1", body)
+    lines = [f"{answer['service']}: desired {answer['desired']}, placement "
+             f"{counts(answer['placement']) or '-'}, index {answer['index']}"]
+    if answer["orders"]:
+        lines.append(table(["COMPUTE", "FROM", "TO"],
+                           [[o["compute"], o["from"], o["to"]] for o in answer["orders"]]))
+    else:
+        lines.append("no order: every compute already runs its placement.")
+    emit(args, answer, "\n".join(lines))
+    return CHANGED if answer["orders"] else NO_CHANGE
 
 
 @command("computes", "list the computes; add, set or rm one")
@@ -238,6 +262,91 @@ def leader(api: Api, args) -> int:
     answer = api.get("/leader")
     emit(args, answer, f"{answer['id']} at {answer['address']} since {answer['since']}")
     return NO_CHANGE
+
+
+@command("token", "list the API tokens; create or revoke one (role admin)")
+def tokens(api: Api, args) -> int:
+    answer = api.get("/token")
+    emit(args, answer, render_tokens(answer))
+    return NO_CHANGE
+
+
+@command("token list", "list the API tokens: names, roles, creation times (never secrets)")
+def list_tokens(api: Api, args) -> int:
+    return tokens(api, args)
+
+
+def render_tokens(answer: dict) -> str:
+    if not answer:
+        return "no token is stored (the bootstrap token is not stored)."
+    return table(["TOKEN", "ROLE", "CREATED"],
+                 [[t["name"], t["role"], t.get("created")] for t in answer.values()])
+
+
+@command("token create", "create an API token and print its secret, shown this once (exit 1)",
+         arg("name"), arg("role", choices=["read", "operate", "admin"]))
+def create_token(api: Api, args) -> int:
+    answer = api.call("POST", "/token", {"name": args.name, "role": args.role})
+    emit(args, answer, f"token {answer['name']} (role {answer['role']}) created; its secret, "
+                       f"shown only this once:\n{answer['secret']}")
+    return CHANGED
+
+
+@command("token revoke", "revoke an API token at once on every replica (exit 1)", arg("name"))
+def revoke_token(api: Api, args) -> int:
+    api.call("DELETE", api_path("token", args.name))
+    emit(args, None, f"token {args.name} revoked")
+    return CHANGED
+
+
+@command("events", "show the orders the leader sent, newest first",
+         arg("service", nargs="?", help="only this service's (default: every service's)"),
+         arg("--limit", help="at most this many (default 100, at most 1000)"),
+         arg("--since", help="only those after this ISO time (without SERVICE)"))
+def events(api: Api, args) -> int:
+    query = {k: v for k, v in (("limit", args.limit), ("since", args.since)) if v}
+    path = api_path("service", args.service, "events") if args.service else "/events"
+    if args.service and args.since:
+        raise CommandError(USAGE_ERROR, "--since applies to every service's events only.")
+    answer = api.get(path + ("?" + urlencode(query) if query else ""))
+    emit(args, answer, render_events(answer["events"]))
+    return NO_CHANGE
+
+
+def render_events(events: list[dict]) -> str:
+    if not events:
+        return "no order was sent."
+    return table(["TIME", "SERVICE", "COMPUTE", "FROM", "TO", "TERM", "RESULT", "REASON"],
+                 [[e.get("time"), e.get("service"), e.get("compute"), e.get("from"),
+                   e.get("to"), e.get("term"), e.get("result"), e.get("reason")]
+                  for e in events])
+
+
+@command("delete", "scale a service to 0 everywhere, then forget it (exit 1)", arg("service"))
+def delete(api: Api, args) -> int:
+    before = api.get(api_path("service", args.service))
+    answer = api.call("DELETE", api_path("service", args.service))
+    emit(args, answer, f"{args.service}: deleting; {answer['next']}")
+    return NO_CHANGE if before.get("state") == "deleting" else CHANGED
+
+
+def set_paused(api: Api, args, action: str) -> int:
+    before = api.get(api_path("service", args.service))
+    answer = api.call("POST", api_path("service", args.service, action))
+    emit(args, answer, f"{args.service}: {'paused' if answer['paused'] else 'active'}")
+    return NO_CHANGE if before.get("paused") == answer["paused"] else CHANGED
+
+
+@command("pause", "stop sending orders for a service (exit 1 when it changed)",
+         arg("service"))
+def pause(api: Api, args) -> int:
+    return set_paused(api, args, "pause")
+
+
+@command("resume", "send a paused service's orders again (exit 1 when it changed)",
+         arg("service"))
+def resume(api: Api, args) -> int:
+    return set_paused(api, args, "resume")
 
 
 # --- command line -------------------------------------------------------------------

@@ -8,7 +8,7 @@ starts with half of its configuration silently ignored is worse than one that st
 import os
 import re
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -28,6 +28,10 @@ class GenisysSection:
     compute_file: str = "computes.py"
     http_timeout: float = 30.0  # for a request's headers (or the next request) and its body
     max_connections: int = 0  # beyond it new connections are closed; 0: half the fd limit
+    # An admin token (GENISYS_BOOTSTRAP_TOKEN), or a file holding it; either turns API
+    # authentication on. Never printed: repr=False.
+    bootstrap_token: str = field(default="", repr=False)
+    bootstrap_token_file: str = ""
     tls_cert_file: str = ""  # with tls_key_file: the API serves HTTPS
     tls_key_file: str = ""
 

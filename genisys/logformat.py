@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FORMATS = ("text", "json")
 # Fields a log call may pass with extra=; the JSON format copies them when present.
-EXTRA_FIELDS = ("service", "compute", "term")
+EXTRA_FIELDS = ("service", "compute", "term", "request_id")
 
 
 class JsonFormatter(logging.Formatter):
-    """{"time", "level", "logger", "message", "service"?, "compute"?, "term"?,
+    """{"time", "level", "logger", "message", "service"?, "compute"?, "term"?, "request_id"?,
     "exception"?} on one line."""
 
     def format(self, record: logging.LogRecord) -> str:

@@ -19,6 +19,9 @@ class Desired:
     computes: dict[str, str]               # name -> connector URL, in definition order
     totals: dict[str, int]                 # service -> desired total
     placements: dict[str, dict[str, int]]  # service -> count per compute
+    # Lifecycle flags (POST /service/{svc}/pause, DELETE /service/{svc}).
+    paused: frozenset[str] = frozenset()    # observed, never ordered
+    deleting: frozenset[str] = frozenset()  # scaled to 0, then forgotten
 
 
 @dataclass
@@ -63,11 +66,13 @@ def placements_to_fix(desired: Desired, strategy: str) -> dict[str, dict[str, in
 def scale_orders(desired: Desired, observed: Observed) -> list[ScaleOrder]:
     """An order wherever a compute runs a different number than its placement says.
 
-    Services without a desired total are never touched, and neither is a (service,
-    compute) pair whose count is unknown this cycle.
+    Services without a desired total are never touched, nor paused ones (a delete
+    clears the pause), nor a (service, compute) pair whose count is unknown this cycle.
     """
     orders = []
     for service in desired.totals:
+        if service in desired.paused and service not in desired.deleting:
+            continue
         placement = desired.placements.get(service, {})
         for compute in desired.computes:
             have = observed.counts.get((service, compute))
@@ -104,3 +109,42 @@ def order_warnings(orders: OrderCounts, observed: Observed) -> dict[tuple[str, s
         else:
             warnings[pair] = f"ordered {number}, still reports {count} after {accepted} orders"
     return warnings
+
+
+def order_reason(desired: Desired, order: ScaleOrder) -> str:
+    """Why the leader sends `order`, one sentence for the order history."""
+    if order.service in desired.deleting:
+        return f"service is being deleted, observed {order.observed}"
+    return f"placement {order.number}, observed {order.observed}"
+
+
+def new_histories(histories: dict[str, list[dict]], events: list[dict],
+                  length: int) -> dict[str, list[dict]]:
+    """The history of each service with new `events` (in the order they happened): newest
+    first, at most `length`, the oldest dropped."""
+    new: dict[str, list[dict]] = {}
+    for event in events:
+        new.setdefault(event["service"], []).insert(0, event)
+    return {service: (recent + histories.get(service, []))[:length]
+            for service, recent in new.items()}
+
+
+def finished_deletes(desired: Desired, observed: Observed) -> list[str]:
+    """Deleting services that every compute now reports at 0: they can be forgotten."""
+    return [service for service in sorted(desired.deleting)
+            if desired.totals.get(service) == 0
+            and all(observed.counts.get((service, c)) == 0 for c in desired.computes)]
+
+
+def orphans(known: set[str], desired: Desired, managed: set[str]) -> set[str]:
+    """Services with keys of Genisys's own (status, placement, history, flags) but no
+    desired total, that the leader does not manage: another tool removed the total."""
+    return known - set(desired.totals) - managed
+
+
+def dry_run_orders(placement: dict[str, int], computes: list[str],
+                   observed: dict[str, int]) -> list[dict]:
+    """The orders a placement would cause against the leader's last observation; a
+    compute never observed counts as 0."""
+    return [{"compute": c, "from": observed.get(c, 0), "to": placement.get(c, 0)}
+            for c in computes if observed.get(c, 0) != placement.get(c, 0)]

@@ -9,10 +9,15 @@ the next one runs: the loop never dies.
 Containment: whatever one (service, compute) pair meets, an exception of any type
 included, is recorded as that pair's error and every other pair goes on. A pair whose
 connector accepts orders but keeps reporting another count gets a warning instead.
+
+Every order is recorded in the service's order history, written with its status. A
+paused service is observed but gets no order; a deleting one is scaled to 0, then
+forgotten (genisys.plan decides both).
 """
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,8 +29,12 @@ from genisys.plan import (
     Observed,
     OrderCounts,
     ScaleOrder,
+    finished_deletes,
+    new_histories,
     open_orders,
+    order_reason,
     order_warnings,
+    orphans,
     placements_to_fix,
     scale_orders,
 )
@@ -37,6 +46,10 @@ log = logging.getLogger(__name__)
 # The longest sentence recorded per pair: a status record holds one per compute, and the
 # leader writes up to 62 records per Consul transaction (at most 512 KiB).
 MAX_SENTENCE = 300
+# The order history kept per service, newest first (README "Order history").
+HISTORY_LENGTH = 50
+# Only bench/reconcile.py sets this, to measure what the history costs.
+RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
 
 
 class Reconciler:
@@ -56,11 +69,14 @@ class Reconciler:
         # Orders accepted per pair while it reports another count: for the warnings.
         self._orders: OrderCounts = {}
         self._unexpected: set[str] = set()  # unexpected errors logged this term
+        # Each service's order history as stored in Consul (read at the start of a term).
+        self._history: dict[str, list[dict]] = {}
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
         store.resources_view.on_change = self._changed(store.resources_key_prefix)
         store.placements_view.on_change = self._changed(store.placements_prefix)
+        store.lifecycle_view.on_change = self._changed(store.lifecycle_prefix)
         store.computes_view.on_change = lambda keys: self._request_full()
 
     def _changed(self, prefix: str):
@@ -135,6 +151,8 @@ class Reconciler:
             self._recorded = {service: (status.get("observed"), status.get("errors"),
                                         status.get("warnings"))
                               for service, status in (await self.store.statuses()).items()}
+            # The history goes on where the previous leader left it.
+            self._history = await self.store.events()
         managed = set(desired.totals)
         if services is None and self.service_prefix:
             managed |= set(await self.store.catalog_services(self.service_prefix))
@@ -162,11 +180,16 @@ class Reconciler:
                 term.session, {s: (p, *indexes[s]) for s, p in fixes.items()}, {}):
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
-        await self.act(orders, desired.computes, observed, term, tokens)
+        events = await self.act(orders, desired, observed, term, tokens)
         statuses = self._changed_statuses(desired, managed, observed, warnings)
-        if term.valid() and await self.store.leader_write(term.session, {}, statuses):
+        histories = (new_histories(self._history, events, HISTORY_LENGTH)
+                     if RECORD_HISTORY else {})
+        if term.valid() and await self.store.leader_write(term.session, {}, statuses,
+                                                          histories):
             self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
                                   for s, v in statuses.items())
+            self._history.update(histories)
+        await self._forget(term, desired, observed, indexes, managed, full=services is None)
         if services is None:  # connectors that left the registry: stop what runs there
             await self.retirement.drain(term, managed)
         failed = len({key[0] for key in observed.errors})
@@ -211,10 +234,16 @@ class Reconciler:
         await asyncio.gather(*(one_compute(c, url) for c, url in computes.items()))
         return observed
 
-    async def act(self, orders: list[ScaleOrder], computes: dict[str, str], observed: Observed,
-                  term, tokens: dict[str, str] | None = None) -> None:
-        """Send the orders, all computes in parallel; record what each answered."""
-        limits = {}
+    async def act(self, orders: list[ScaleOrder], desired: Desired, observed: Observed,
+                  term, tokens: dict[str, str] | None = None) -> list[dict]:
+        """Send the orders, all computes in parallel; record what each answered. Returns
+        one event per order for the order history."""
+        limits, events = {}, []
+
+        def event(order: ScaleOrder, result: str, reason: str) -> None:
+            events.append({"time": _now(), "service": order.service, "compute": order.compute,
+                           "from": order.observed, "to": order.number, "term": term.number,
+                           "result": result, "reason": reason})
 
         async def send(order: ScaleOrder, url: str) -> None:
             async with limits.setdefault(order.compute, asyncio.Semaphore(self.concurrency)):
@@ -229,13 +258,41 @@ class Reconciler:
                         exc, f"scaling {order.service} on {order.compute}")
                     log.warning("scaling %s on %s failed: %s", order.service, order.compute,
                                 observed.errors[pair])
+                    event(order, "failed", observed.errors[pair])
                     return
+                event(order, "ok", order_reason(desired, order))
                 ordered, accepted = self._orders.get(pair, (order.number, 0))
                 self._orders[pair] = (order.number,
                                       accepted + 1 if ordered == order.number else 1)
                 observed.counts[pair] = count
 
-        await asyncio.gather(*(send(o, computes[o.compute]) for o in orders))
+        await asyncio.gather(*(send(o, desired.computes[o.compute]) for o in orders))
+        return events
+
+    async def _forget(self, term, desired: Desired, observed: Observed,
+                      indexes: dict[str, tuple[int, int]], managed: set[str],
+                      full: bool) -> None:
+        """Forget deleted services once every compute reports 0, and (on full cycles) the
+        keys of services whose total another tool removed."""
+        gone = set()
+        for service in finished_deletes(desired, observed):
+            if term.valid() and await self.store.forget_service(term.session, service,
+                                                                indexes[service][0]):
+                log.info("service %s is at 0 on every compute: forgotten", service)
+                gone.add(service)
+        if full and term.valid():
+            known = await self.store.known_services()
+            forgotten = await self.store.forget_orphans(term.session,
+                                                        orphans(known, desired, managed))
+            for service in forgotten:
+                log.info("service %s has no desired total any more: its status and history "
+                         "are forgotten", service)
+            gone |= forgotten
+        for service in gone:
+            self._recorded.pop(service, None)
+            self._history.pop(service, None)
+        if gone:
+            self._orders = {pair: n for pair, n in self._orders.items() if pair[0] not in gone}
 
     def _changed_statuses(self, desired: Desired, managed: set[str], observed: Observed,
                           warnings: dict[tuple[str, str], str]) -> dict[str, dict]:

@@ -24,6 +24,7 @@ import consul.base
 from consul.exceptions import ConsulException
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
+from genisys.auth import valid_record
 from genisys.httpclient import close_client, curl_client
 from genisys.model import (
     NAME_PATTERN,
@@ -189,6 +190,13 @@ class DesiredRecord:
     total_index: int
     placement: dict[str, int]
     placement_index: int
+    flags: dict = field(default_factory=dict)  # lifecycle flags: paused, deleting
+    flags_index: int = 0
+
+    @property
+    def index(self) -> int:
+        """What a scale's If-Match checks: the later of the two ModifyIndexes."""
+        return max(self.total_index, self.placement_index)
 
 
 class PrefixView:
@@ -313,6 +321,8 @@ class ConsulStore:
         self.placements_prefix = f"{key_prefix}placements/"
         self.status_prefix = f"{key_prefix}status/"
         self.retired_prefix = f"{key_prefix}retired/"
+        self.events_prefix = f"{key_prefix}events/"
+        self.lifecycle_prefix = f"{key_prefix}lifecycle/"
         self.leader_key = f"{key_prefix}leader"
         self.term_key = f"{key_prefix}term"
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout,
@@ -323,9 +333,14 @@ class ConsulStore:
         self._decoded: tuple[list[tuple[Compute, int]], dict[str, Compute]] = ([], {})
         self.resources_view = PrefixView(self.consul, resources_key_prefix)
         self.placements_view = PrefixView(self.consul, self.placements_prefix)
-        # Statuses are not watched: the leader rewrites them after its orders, and every
-        # replica re-reading them would cost as much as the changes that matter.
-        self._views = (self.computes_view, self.resources_view, self.placements_view)
+        # Pause and delete flags: few, rarely written, and every cycle needs them.
+        self.lifecycle_view = PrefixView(self.consul, self.lifecycle_prefix)
+        # Statuses and events are not watched: the leader rewrites them after its orders,
+        # and every replica re-reading them would cost as much as the changes that matter.
+        self.tokens_prefix = f"{key_prefix}tokens/"
+        self.tokens_view = PrefixView(self.consul, self.tokens_prefix)
+        self._views = (self.computes_view, self.resources_view, self.placements_view,
+                       self.lifecycle_view, self.tokens_view)
 
     @classmethod
     def from_config(cls, section) -> "ConsulStore":
@@ -753,17 +768,75 @@ class ConsulStore:
             decoded.append((compute, entry.modify_index))
         return decoded
 
+    # -- API tokens: {"name", "role", "salt", "hash", "created"} under tokens/<name> ----
+    # Read from the watched view: a token created or revoked through another replica
+    # takes effect here within one blocking-query round trip.
+
+    def token_record(self, name: str) -> dict | None:
+        """The stored record of token `name`, or None; ConsulUnavailable while the view
+        has never been in sync (a token cannot be checked before Consul answered once)."""
+        view = self.tokens_view
+        if not view.synced and view.index == 0:
+            raise ConsulUnavailable(f"cannot check the token: Consul at {self.address} has "
+                                    "not answered yet")
+        entry = view.entries.get(self.tokens_prefix + name)
+        record = _from_json(entry.value) if entry else None
+        if record is not None and not valid_record(record, name):
+            _warn_once(f"ignoring {entry.key}: its value is not a token record")
+            return None
+        return record
+
+    async def create_token(self, record: dict) -> None:
+        """Store a new token record; Conflict when the name is taken."""
+        written = await self._txn([_kv("cas", self.tokens_prefix + record["name"],
+                                       _to_json(record), 0)])
+        if written is None:
+            raise Conflict(f"token {record['name']!r} already exists.")
+        self.tokens_view.write_through(written)
+
+    async def list_tokens(self) -> list[dict]:
+        """Every token's name, role and creation time (never its hash), by name."""
+        _, items = await self.consul.kv.get(self.tokens_prefix, recurse=True)
+        records = []
+        for item in items or ():
+            name = item["Key"][len(self.tokens_prefix):]
+            record = _from_json(item.get("Value"))
+            if valid_record(record, name):
+                records.append({key: record.get(key) for key in ("name", "role", "created")})
+        return sorted(records, key=lambda r: r["name"])
+
+    async def delete_token(self, name: str) -> None:
+        """Revoke a token; NotFound when there is none of that name."""
+        key = self.tokens_prefix + name
+        for _ in range(MAX_ATTEMPTS):
+            item = await self._read(key)
+            if item is None:
+                raise NotFound(f"token {name!r} does not exist.")
+            if await self.consul.kv.delete(key, cas=item["ModifyIndex"]):
+                break
+        else:
+            raise Conflict(f"token {name!r} kept changing; try again.")
+        try:  # the revocation holds here at once, not a watch round trip later
+            await self.tokens_view.refresh()
+        except (ConsulUnavailable, ConsulException) as exc:
+            log.warning("could not refresh the token view after a revocation: %s", exc)
+
     # -- desired state: totals, placements, observed status ---------------------------
 
     async def read_desired(self, service: str) -> DesiredRecord:
         """A service's total and placement, with the indexes a commit must check."""
-        _, total = await self.consul.kv.get(self.resources_key_prefix + service)
-        _, placement = await self.consul.kv.get(self.placements_prefix + service)
+        # At once: the shorter the time from read to commit, the fewer lost races.
+        (_, total), (_, placement), (_, flags) = await asyncio.gather(*(
+            self.consul.kv.get(prefix + service) for prefix in (
+                self.resources_key_prefix, self.placements_prefix, self.lifecycle_prefix)))
+        flag_values = _from_json(flags and flags.get("Value"))
         return DesiredRecord(
             total=_parse_total(total and total.get("Value")),
             total_index=total["ModifyIndex"] if total else 0,
             placement=_parse_placement(placement and placement.get("Value")),
-            placement_index=placement["ModifyIndex"] if placement else 0)
+            placement_index=placement["ModifyIndex"] if placement else 0,
+            flags=flag_values if isinstance(flag_values, dict) else {},
+            flags_index=flags["ModifyIndex"] if flags else 0)
 
     async def commit_desired(self, service: str, total: int, placement: dict[str, int],
                              seen: DesiredRecord, compute_indexes: dict[str, int]) -> bool:
@@ -774,6 +847,10 @@ class ConsulStore:
                    seen.placement_index)]
         ops += [_kv("check-index", self.computes_prefix + name, index=index)
                 for name, index in compute_indexes.items()]
+        # A delete marked meanwhile refuses the commit (it re-reads and sees it).
+        flags_key = self.lifecycle_prefix + service
+        ops.append(_kv("check-index", flags_key, index=seen.flags_index) if seen.flags_index
+                   else _kv("check-not-exists", flags_key))
         written = await self._txn(ops)
         if written is None:
             return False
@@ -794,7 +871,7 @@ class ConsulStore:
             names = [s for s in _valid_names(
                 [self.resources_key_prefix + s for s in services], self.resources_key_prefix)
                 if self.resources_key_prefix + s in resources]
-        totals, placements, indexes = {}, {}, {}
+        totals, placements, indexes, paused, deleting = {}, {}, {}, set(), set()
         for service in names:
             entry = resources[self.resources_key_prefix + service]
             total = _parse_total(entry.value)
@@ -805,7 +882,19 @@ class ConsulStore:
             placement = self.placements_view.entries.get(self.placements_prefix + service)
             placements[service] = _parse_placement(placement and placement.value)
             indexes[service] = (entry.modify_index, placement.modify_index if placement else 0)
-        return Desired(computes, totals, placements), indexes
+            flags = self._flags(service)
+            if flags.get("paused"):
+                paused.add(service)
+            if flags.get("deleting"):
+                deleting.add(service)
+        return Desired(computes, totals, placements, frozenset(paused),
+                       frozenset(deleting)), indexes
+
+    def _flags(self, service: str) -> dict:
+        """The service's lifecycle flags from the view: {"paused": bool, "deleting": time}."""
+        entry = self.lifecycle_view.entries.get(self.lifecycle_prefix + service)
+        flags = _from_json(entry and entry.value)
+        return flags if isinstance(flags, dict) else {}
 
     async def statuses(self, service: str | None = None) -> dict[str, dict]:
         """The leader's last recorded observation of `service` (None: of every service)."""
@@ -825,7 +914,8 @@ class ConsulStore:
         if service is None:
             names = sorted({name for view, prefix in (
                 (self.resources_view, self.resources_key_prefix),
-                (self.placements_view, self.placements_prefix))
+                (self.placements_view, self.placements_prefix),
+                (self.lifecycle_view, self.lifecycle_prefix))
                 for name in _valid_names(view.entries, prefix)}
                 | set(_valid_names(statuses, "")))
         else:
@@ -834,7 +924,8 @@ class ConsulStore:
         for name in names:
             total = self.resources_view.entries.get(self.resources_key_prefix + name)
             placement = self.placements_view.entries.get(self.placements_prefix + name)
-            if total is None and placement is None and name not in statuses:
+            flags = self._flags(name)
+            if total is None and placement is None and name not in statuses and not flags:
                 continue
             observed = statuses.get(name, {})
             records[name] = {
@@ -844,8 +935,101 @@ class ConsulStore:
                 "errors": observed.get("errors", {}),
                 "warnings": observed.get("warnings", {}),
                 "observed_at": observed.get("observed_at"),
+                "paused": bool(flags.get("paused")),
+                "state": "deleting" if flags.get("deleting") else "active",
             }
         return records
+
+    # -- the service lifecycle: pause, resume, delete, and forgetting -------------------
+
+    async def set_paused(self, service: str, paused: bool) -> bool:
+        """Pause or resume `service`; True when that changed its flag. Conflict while it
+        is being deleted."""
+        key = self.lifecycle_prefix + service
+        for _ in range(MAX_ATTEMPTS):
+            item = await self._read(key)
+            flags = _from_json(item and item.get("Value"))
+            flags = flags if isinstance(flags, dict) else {}
+            if flags.get("deleting"):
+                raise Conflict(f"service {service!r} is being deleted.")
+            if bool(flags.get("paused")) == paused:
+                return False
+            written = await self._txn([_kv("cas", key, _to_json({**flags, "paused": paused}),
+                                           item["ModifyIndex"] if item else 0)])
+            if written is not None:
+                self.lifecycle_view.write_through(written)
+                return True
+        raise ConsulUnavailable(f"could not update {service}: too many concurrent changes")
+
+    async def delete_service(self, service: str) -> bool:
+        """Mark `service` deleting: total 0, empty placement and the flag, in one
+        transaction (a scale racing with it fails its check-and-set, re-reads, and is
+        refused). True when it was marked now, False when it already was."""
+        key = self.lifecycle_prefix + service
+        for _ in range(MAX_ATTEMPTS):
+            seen = await self.read_desired(service)
+            if seen.flags.get("deleting"):
+                return False
+            written = await self._txn([
+                _kv("cas", self.resources_key_prefix + service, "0", seen.total_index),
+                _kv("cas", self.placements_prefix + service, _to_json({}), seen.placement_index),
+                # A delete clears the pause: its scale to 0 must be sent.
+                _kv("cas", key, _to_json({"paused": False, "deleting": _now()}),
+                    seen.flags_index)])
+            if written is not None:
+                self.resources_view.write_through(written[:1])
+                self.placements_view.write_through(written[1:2])
+                self.lifecycle_view.write_through(written[2:])
+                return True
+        raise ConsulUnavailable(f"could not delete {service}: too many concurrent changes")
+
+    async def forget_service(self, session: str, service: str, total_index: int) -> bool:
+        """The leader forgets a deleted service: every key it has, at once, only if its
+        total is still the one the leader saw at 0."""
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        ops = [guard, _kv("delete-cas", self.resources_key_prefix + service, index=total_index)]
+        ops += [_kv("delete", prefix + service) for prefix in self._own_prefixes()]
+        return await self._txn(ops) is not None
+
+    async def forget_orphans(self, session: str, services: set[str]) -> set[str]:
+        """Delete the keys of services whose total another tool removed (only if it is
+        still absent); the services forgotten."""
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        forgotten = set()
+        for service in sorted(services):
+            ops = [guard, _kv("check-not-exists", self.resources_key_prefix + service)]
+            ops += [_kv("delete", prefix + service) for prefix in self._own_prefixes()]
+            if await self._txn(ops) is not None:
+                forgotten.add(service)
+        return forgotten
+
+    def _own_prefixes(self) -> tuple[str, ...]:
+        """Where Genisys keeps a service's keys (the total is Skynet's)."""
+        return (self.placements_prefix, self.status_prefix, self.events_prefix,
+                self.lifecycle_prefix)
+
+    async def known_services(self) -> set[str]:
+        """Services with a placement, lifecycle flags, a status or a history (the last two
+        read as key names only: no values)."""
+        known = {name for view, prefix in ((self.placements_view, self.placements_prefix),
+                                           (self.lifecycle_view, self.lifecycle_prefix))
+                 for name in _valid_names(view.entries, prefix)}
+        for prefix in (self.status_prefix, self.events_prefix):
+            _, keys = await self.consul.kv.get(prefix, keys=True, separator="/")
+            known.update(_valid_names(keys or (), prefix))
+        return known
+
+    # -- order history ------------------------------------------------------------------
+
+    async def events(self, service: str | None = None) -> dict[str, list[dict]]:
+        """The order history of `service` (None: of every service), newest first."""
+        if service is None:
+            _, items = await self.consul.kv.get(self.events_prefix, recurse=True)
+        else:
+            _, item = await self.consul.kv.get(self.events_prefix + service)
+            items = [item] if item else []
+        return {item["Key"][len(self.events_prefix):]: events for item in items or ()
+                if isinstance(events := _from_json(item.get("Value")), list)}
 
     def view_troubles(self) -> list[str]:
         """Why reads cannot be served from the local views, one sentence per view."""
@@ -867,11 +1051,13 @@ class ConsulStore:
         return sorted(_valid_names((name for name in services if name.startswith(prefix)), ""))
 
     async def leader_write(self, session: str, placements: dict[str, tuple[dict, int, int]],
-                           statuses: dict[str, dict]) -> bool:
+                           statuses: dict[str, dict],
+                           events: dict[str, list[dict]] | None = None) -> bool:
         """The leader's writes, each transaction guarded by its hold on the lock.
 
         placements: service -> (placement, total ModifyIndex, placement ModifyIndex): a
         placement is written only if neither key changed since the leader read them.
+        events: service -> its whole order history, written with its status.
         Returns False when a transaction was refused (lock lost, or a key changed).
         """
         groups = []
@@ -884,19 +1070,32 @@ class ConsulStore:
             group += [_kv("check-index", self.computes_prefix + c, index=compute_indexes.get(c, 0))
                       for c in placement]
             groups.append(group)
-        groups += [[_kv("set", self.status_prefix + service, _to_json(status))]
-                   for service, status in statuses.items()]
+        events = events or {}
+        for service in statuses.keys() | events.keys():
+            group = []
+            if service in statuses:
+                group.append(_kv("set", self.status_prefix + service,
+                                 _to_json(statuses[service])))
+            if service in events:
+                group.append(_kv("set", self.events_prefix + service,
+                                 _to_json(events[service])))
+            groups.append(group)
         guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
         ok = True
-        # Consul allows 64 operations per transaction; a placement's checks stay with it.
+        # Consul allows 64 operations and 512 KiB per transaction; a placement's checks,
+        # and a status's history, stay with it.
         batch: list[dict] = []
+        size = 0
         for group in groups + [None]:
-            if group is None or len(batch) + len(group) > TXN_OPS - 1:
+            group_size = group and sum(len(op["KV"].get("Value", "")) for op in group)
+            if group is None or len(batch) + len(group) > TXN_OPS - 1 \
+                    or size + group_size > TXN_BYTES:
                 if batch:
                     ok = await self._txn([guard, *batch]) is not None and ok
-                batch = []
+                batch, size = [], 0
             if group is not None:
                 batch.extend(group)
+                size += group_size
         return ok
 
     async def _txn(self, ops: list[dict]) -> list[Entry] | None:
@@ -954,6 +1153,8 @@ _READ_VERBS = ("get", "get-tree", "check-index", "check-session", "check-not-exi
 
 # Consul's limit of operations in one transaction.
 TXN_OPS = 64
+# Below Consul's 512 KiB limit on a transaction (values travel base64-encoded).
+TXN_BYTES = 384 * 1024
 
 # A leader's term key changes only under its own writes: a few attempts are plenty.
 TERM_ATTEMPTS = 5

@@ -25,6 +25,8 @@ from tests.support import ROOT, wait_until
 pytestmark = [pytest.mark.timeout(600)]
 
 REPLICAS = ["genisys-1", "genisys-2", "genisys-3"]
+BOOTSTRAP = "compose-test-" + uuid.uuid4().hex  # as the README's .env gives it
+ADMIN = {"Authorization": f"Bearer {BOOTSTRAP}"}
 
 
 class Compose:
@@ -62,6 +64,7 @@ class Compose:
             ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "-f", str(self.override),
              "-p", self.name, *args], cwd=ROOT, capture_output=True, text=True,
             env={**os.environ, "DOCKER_HOST": self.engine.url,
+                 "GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP,
                  **{key: str(port) for key, port in self.ports.items()}})
         assert result.returncode == 0, f"docker-compose {' '.join(args)}:\n{result.stderr}"
         return result.stdout
@@ -73,10 +76,10 @@ class Compose:
         return f"http://127.0.0.1:{self.ports[key]}{path}"
 
 
-def get(url: str):
+def get(url: str, headers=None):
     try:
         # a stopped replica costs the load balancer its connect timeout (1 s) once
-        return requests.get(url, timeout=5)
+        return requests.get(url, timeout=5, headers=headers)
     except (requests.ConnectionError, requests.Timeout):
         return None
 
@@ -88,7 +91,7 @@ def all_healthy(compose) -> bool:
 
 
 def leader(compose) -> str | None:
-    response = get(compose.url("LB_PORT", "/leader"))
+    response = get(compose.url("LB_PORT", "/leader"), ADMIN)
     return response.json()["id"] if response is not None and response.status_code == 200 \
         else None
 
@@ -124,8 +127,11 @@ def test_the_compose_stack_runs_scales_fails_over_and_leaves_nothing(docker_engi
             # web is defined by the connector's service file; the leader scales it
             assert list(get(compose.url("CONNECTOR_PORT", "/service")).json()) == ["web"]
             started = time.monotonic()
+            refused = requests.post(compose.url("LB_PORT", "/service/web/scale"),
+                                    json={"number": 2}, timeout=5)
+            assert refused.status_code == 401, refused.text  # the API asks for a token
             response = requests.post(compose.url("LB_PORT", "/service/web/scale"),
-                                     json={"number": 2}, timeout=5)
+                                     json={"number": 2}, timeout=5, headers=ADMIN)
             assert response.status_code == 202, response.text
             wait_until(lambda: len(web_containers(docker_engine)) == 2, timeout=60,
                        what="two web containers")
@@ -144,7 +150,7 @@ def test_the_compose_stack_runs_scales_fails_over_and_leaves_nothing(docker_engi
                 time.monotonic() - started
 
             requests.post(compose.url("LB_PORT", "/service/web/scale"), json={"number": 0},
-                          timeout=5).raise_for_status()
+                          timeout=5, headers=ADMIN).raise_for_status()
             wait_until(lambda: web_containers(docker_engine, running_only=False) == [],
                        timeout=60, what="the web containers to be removed")
         finally:

@@ -86,3 +86,24 @@ def test_process_connector_examples(process_connector):
     assert answers[2] == {"running_resources": {"demo": 3, "ticker": 0}}
     assert answers[-2] == {"running_resources": 2}  # the refused order changed nothing
     assert answers[-1] == {"service": "web", "running_resources": 0}
+
+
+def test_history_and_lifecycle_examples(start_replica, tmp_path):
+    with ConnectorProcess("bench.counting_connector", log_path=tmp_path / "c.log") as counting:
+        replica = start_replica({"connector": {"poll_interval": "1s"}})
+        replica.request("POST", "/compute", {"name": "local", "connector": counting.url})
+        ports = {"7001": replica.port}
+        for service in ("web", "myService"):
+            replica.request("POST", f"/service/{service}/scale", {"number": 3})
+        wait_until(lambda: replica.request("GET", "/service/web").json()["observed"]
+                   == {"local": 3}, timeout=10, what="web at 3")
+        one, every = [httpie(line, ports) for line in shell_block("service/web/events")]
+        assert [(e["service"], e["from"], e["to"], e["result"]) for e in one["events"]] == \
+            [("web", 0, 3, "ok")]
+        assert {e["service"] for e in every["events"]} <= {"web", "myService"}
+        [delete] = shell_block("DELETE :7001/service/myService")
+        assert httpie(delete, ports)["state"] == "deleting"
+        [dry_run] = shell_block("scale?dry_run=1' number=5")
+        plan = httpie(dry_run, ports)
+        assert plan["orders"] == [{"compute": "local", "from": 3, "to": 5}]
+        assert replica.request("GET", "/service/web").json()["desired"] == 3

@@ -73,7 +73,7 @@ class Replica:
 
     def __init__(self, consul_address: str, prefix: str, settings: dict | None = None,
                  compute_file: str | None = None, env: dict | None = None,
-                 ca_file: str | None = None):
+                 ca_file: str | None = None, args=()):
         self.port = free_port()
         # With ca_file the replica serves HTTPS (its settings name the certificate):
         # every request verifies it with that CA.
@@ -93,13 +93,15 @@ class Replica:
         self.config_path.write_text(yaml.safe_dump(config))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
         self.env.update(env or {})
+        self.args = list(args)  # more command-line options, like --insecure
         self.log_path = self.dir / "replica.log"
         self.process = None
 
     def start(self, wait: bool = True) -> "Replica":
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), "--config", str(self.config_path)],
+            [sys.executable, str(ROOT / "main.py"), "--config", str(self.config_path),
+             *self.args],
             cwd=self.dir, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait:
             wait_until(self.serving, timeout=15, what=f"replica on port {self.port}")

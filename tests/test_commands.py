@@ -14,7 +14,7 @@ import requests
 
 from genisys import commands
 from genisys.devconsul import free_port
-from tests.connector_helpers import DEMO_COMMAND, call, unique
+from tests.connector_helpers import DEMO_COMMAND, ConnectorProcess, call, unique
 from tests.support import ROOT, Replica, wait_until
 
 BIN = Path(sys.executable).parent
@@ -155,6 +155,42 @@ def test_the_readmes_examples(start_replica, connector, tmp_path):
         if command.strip() == "genisys status":
             assert ["demo", "3", "local=3", "local=3", "-"] in \
                 [row.split() for row in result.stdout.splitlines()]
+
+
+def test_dry_run_pause_resume_events_and_delete(replica, tmp_path):
+    with ConnectorProcess("bench.counting_connector", log_path=tmp_path / "c.log") as counting:
+        genisys("computes", "add", "one", counting.url, addr=replica.url)
+        plan = genisys("scale", "web", "2", "--dry-run", addr=replica.url)
+        assert (plan.returncode, plan.stdout.splitlines()) == (1, [
+            "web: desired 2, placement one=2, index 0",
+            "COMPUTE  FROM  TO", "one      0     2"])
+        assert replica.request("GET", "/service/web").status_code == 404  # nothing changed
+        stale = genisys("scale", "web", "2", "--check-index", "7", addr=replica.url)
+        assert (stale.returncode, stale.stderr) == (
+            2, "genisys: service 'web' changed since index 7 (it is now at 0): run the dry "
+               "run again.\n")
+        assert genisys("scale", "web", "2", "--check-index", "0", addr=replica.url) \
+            .returncode == 1
+        wait_until(lambda: json.loads(genisys("events", "web", "--json", addr=replica.url)
+                                      .stdout)["events"], what="the order in the history")
+        assert genisys("scale", "web", "2", "--dry-run", addr=replica.url).returncode == 0
+
+        assert [genisys(action, "web", addr=replica.url).returncode
+                for action in ("pause", "pause", "resume", "resume")] == [1, 0, 1, 0]
+        history = genisys("events", addr=replica.url)
+        assert history.returncode == 0
+        header, row = history.stdout.splitlines()
+        assert header.split() == ["TIME", "SERVICE", "COMPUTE", "FROM", "TO", "TERM", "RESULT",
+                                  "REASON"]
+        assert row.split()[1:7] == ["web", "one", "0", "2", row.split()[5], "ok"]
+        assert row.endswith("placement 2, observed 0")
+
+        deleted = genisys("delete", "web", addr=replica.url)
+        assert deleted.returncode == 1
+        assert deleted.stdout.startswith("web: deleting; the leader scales it to 0")
+        wait_until(lambda: genisys("events", "web", addr=replica.url).returncode == 2,
+                   what="web forgotten")
+        assert genisys("events", "--limit", "0", addr=replica.url).returncode == 2
 
 
 def test_json_prints_the_apis_answers(replica):

@@ -240,3 +240,9 @@ def test_every_service_has_a_health_check(compose):
     for name, service in compose["services"].items():
         assert "healthcheck" in service or service.get("image") in images_with_healthcheck \
             or service.get("build"), name
+
+
+def test_compose_replicas_take_the_bootstrap_token_from_the_environment(compose):
+    for name in REPLICAS:  # never a literal token in the file; up refuses without one
+        token = compose["services"][name]["environment"]["GENISYS_BOOTSTRAP_TOKEN"]
+        assert token.startswith("${GENISYS_BOOTSTRAP_TOKEN:?")

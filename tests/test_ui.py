@@ -250,7 +250,6 @@ BOOTSTRAP = "b" * 40  # an admin token, only to create the read token the page i
 
 def test_with_auth_on_the_page_asks_for_a_token_and_shows_data_only_with_one(
         chromium, start_replica, tmp_path):
-    pytest.importorskip("genisys.auth", reason="API authentication is not merged yet")
     replica = start_replica(env={"GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP})
     admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
     service = unique("ui")

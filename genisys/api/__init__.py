@@ -5,12 +5,15 @@ from dataclasses import dataclass, field
 
 import tornado.web
 
-from genisys.api.base import NotFoundHandler
+from genisys.api.base import NotFoundHandler, log_request
 from genisys.api.computes import ComputeHandler, ComputesHandler
+from genisys.api.events import AllEventsHandler, ServiceEventsHandler
 from genisys.api.health import HealthHandler
 from genisys.api.leader import LeaderHandler
-from genisys.api.services import ScaleHandler, ServiceHandler, ServicesHandler
+from genisys.api.services import PauseHandler, ScaleHandler, ServiceHandler, ServicesHandler
+from genisys.api.tokens import TokenHandler, TokensHandler
 from genisys.api.ui import StatusPageHandler
+from genisys.auth import Authenticator
 from genisys.config import Config
 from genisys.store import ConsulStore
 
@@ -27,6 +30,9 @@ class Context:
     last_cycle: Callable[[], dict | None] = field(default=lambda: None)
     # Why the replica cannot do its job (denied permissions, election), for /health.
     troubles: Callable[[], list[str]] = field(default=lambda: [])
+    # None: authentication is off (no bootstrap token, bound to loopback or --insecure).
+    auth: Authenticator | None = None
+    insecure: bool = False  # serving without authentication on a non-loopback address
 
 
 def make_app(context: Context) -> tornado.web.Application:
@@ -38,9 +44,15 @@ def make_app(context: Context) -> tornado.web.Application:
             (r"/service/?", ServicesHandler, args),
             (r"/service/([^/]+)", ServiceHandler, args),
             (r"/service/([^/]+)/scale", ScaleHandler, args),
+            (r"/service/([^/]+)/(pause|resume)", PauseHandler, args),
+            (r"/service/([^/]+)/events", ServiceEventsHandler, args),
+            (r"/events", AllEventsHandler, args),
             (r"/health", HealthHandler, args),
             (r"/leader", LeaderHandler, args),
+            (r"/token/?", TokensHandler, args),
+            (r"/token/([^/]+)", TokenHandler, args),
             (r"/ui(?:/([^/]*))?", StatusPageHandler, args),
         ],
         default_handler_class=NotFoundHandler, default_handler_args=args,
+        log_function=log_request,
     )

@@ -1,16 +1,21 @@
-"""The base handler: JSON in and out, one error shape, request size limit."""
+"""The base handler: JSON in and out, one error shape, request size limit, the token and
+role check of every request, security headers and request ids."""
 
 import json
 import logging
+import re
+import secrets
+from functools import cached_property
 
 from consul.exceptions import ConsulException
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from genisys import jsonbody
+from genisys import auth, jsonbody
 from genisys.model import ValidationError
 from genisys.store import Conflict, ConsulUnavailable, NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("tornado.access")
 
 MAX_BODY_BYTES = 64 * 1024
 _METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -28,21 +33,53 @@ _EXPECTED = {ValidationError: 400, NotFound: 404, Conflict: 409, ConsulUnavailab
 
 
 _TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB."
+# A client's own request id is kept when it looks like one (a UUID, a trace id); anything
+# else is replaced, so that log lines never carry what a client made up.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
 # Streamed, so that an oversized body is refused with a 413 before it is read, instead of
 # being buffered in memory (or cut off with a bare 400 by Tornado's own limit).
 @stream_request_body
 class JsonHandler(RequestHandler):
+    # The role each method needs (read < operate < admin); a method not listed needs
+    # admin; None: open to all, without a token. Checked in `prepare`, before any work.
+    roles: dict[str, str] | None = {"GET": "read"}
+
     def initialize(self, context):
         self.context = context
+        self.token_name = None  # whose token the request carried, for the access log
         self._body = bytearray()
         self._too_large = False
 
+    @cached_property
+    def request_id(self) -> str:
+        given = self.request.headers.get("X-Request-Id", "")
+        return given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+
+    def set_default_headers(self):
+        self.set_header("X-Request-Id", self.request_id)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")  # answers may be private or change
+
     def prepare(self):
+        self.authorize()
         length = self.request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             raise ApiError(413, _TOO_LARGE)
+
+    def authorize(self) -> None:
+        """Refuse the request unless its token has the role its method needs."""
+        try:
+            auth.check_query(self.request.query_arguments)
+            authenticator = self.context.auth
+            needed = None if self.roles is None else self.roles.get(self.request.method, "admin")
+            if needed is not None and authenticator is not None:
+                self.token_name, role = authenticator.identify(
+                    self.request.headers.get("Authorization"))
+                auth.check_role(role, needed)
+        except auth.AuthError as exc:
+            raise ApiError(exc.status, str(exc)) from None
 
     def data_received(self, chunk: bytes):
         if len(self._body) + len(chunk) > MAX_BODY_BYTES:
@@ -78,6 +115,8 @@ class JsonHandler(RequestHandler):
         self.set_status(status)
         if status == 405:
             self.set_header("Allow", ", ".join(self._allowed_methods()))
+        if status == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="genisys"')
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": message}))
 
@@ -85,11 +124,14 @@ class JsonHandler(RequestHandler):
         if isinstance(value, HTTPError):
             return  # Tornado's own 4xx (405, bad query string): the access log has it
         status, message = self._describe(value, 500)
+        # The path, not the URI: a query string may carry what does not belong in a log.
+        extra = {"request_id": self.request_id}
         if status >= 500 and status != 503:
-            log.error("%s %s failed", self.request.method, self.request.uri,
-                      exc_info=(typ, value, tb))
+            log.error("%s %s failed (request %s)", self.request.method, self.request.path,
+                      self.request_id, exc_info=(typ, value, tb), extra=extra)
         elif status == 503:
-            log.warning("%s %s: %s", self.request.method, self.request.uri, message)
+            log.warning("%s %s: %s (request %s)", self.request.method, self.request.path,
+                        message, self.request_id, extra=extra)
 
     def _describe(self, exc, status_code) -> tuple[int, str]:
         if isinstance(exc, ApiError):
@@ -115,6 +157,21 @@ class JsonHandler(RequestHandler):
     def _allowed_methods(self) -> list[str]:
         return [m for m in _METHODS
                 if getattr(type(self), m.lower()) is not getattr(RequestHandler, m.lower())]
+
+
+def log_request(handler: RequestHandler) -> None:
+    """The access log line of a request, with its id and its token's name (when it has
+    one); the path without the query string."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
+    request_id = getattr(handler, "request_id", "-")
+    token = getattr(handler, "token_name", None)  # an audit trail: who did it, never how
+    access_log.log(level, "%d %s %s (%s) %.2fms request %s%s", status, handler.request.method,
+                   handler.request.path, handler.request.remote_ip,
+                   1000.0 * handler.request.request_time(), request_id,
+                   f" token {token}" if token else "", extra={"request_id": request_id})
 
 
 class NotFoundHandler(JsonHandler):

@@ -10,9 +10,13 @@ from genisys.store import ConsulUnavailable
 
 
 class HealthHandler(JsonHandler):
+    roles = None  # open: load balancers and orchestrators probe it without a token
+
     async def get(self):
         context = self.context
         body = {"status": "ok", "replica": context.replica_id, "leader": context.is_leader()}
+        if context.insecure:
+            body["insecure"] = "the API is served without authentication (--insecure)"
         if body["leader"]:
             body["last_cycle"] = context.last_cycle()
         try:
