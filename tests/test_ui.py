@@ -196,6 +196,11 @@ def test_the_page_shows_a_scaled_service_and_a_screenshot_is_taken(
     print(f"status page screenshot: {screenshot}")
     assert screenshot.read_bytes().startswith(b"\x89PNG")
 
+    assert replica.request("POST", f"/service/{service}/pause").status_code == 200
+    wait_until(lambda: PageReader(run_chromium(chromium, tmp_path, f"{replica.url}/ui/",
+                                               "--dump-dom")).row("services", service)[1]
+               == "paused", 30, "the page to show the service paused", interval=0.5)
+
 
 def test_the_page_files_are_open_and_carry_a_strict_content_security_policy(replica):
     for path, content_type in (("/ui/", "text/html"), ("/ui/app.js", "text/javascript"),
