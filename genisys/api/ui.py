@@ -33,8 +33,8 @@ def page_file(name: str) -> bytes:
 class StatusPageHandler(JsonHandler):
     roles = None  # open: the data it shows comes from the API, which checks tokens
 
-    def get(self, path):
-        if path is None:  # /ui: the page's relative links need the trailing slash
+    def get(self, path=""):
+        if self.request.path == "/ui":  # the page's relative links need the trailing slash
             self.redirect("/ui/", permanent=True)
             return
         if path not in PAGE_FILES:
