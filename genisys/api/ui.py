@@ -43,7 +43,6 @@ class StatusPageHandler(JsonHandler):
         name, content_type = PAGE_FILES[path]
         self.set_header("Content-Type", content_type)
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-cache")  # revalidated (ETag) after an upgrade
         self.finish(page_file(name))
