@@ -27,14 +27,20 @@ log = logging.getLogger(__name__)
 
 
 class ConnectorError(Exception):
-    """The connector failed, timed out, or answered something that breaks the protocol."""
+    """The connector failed, timed out, or answered something that breaks the protocol.
+
+    `kind` (timeout, unreachable, refused, invalid, stale_term) labels the error metric."""
+
+    def __init__(self, message: str, kind: str = "invalid"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class StaleTerm(ConnectorError):
     """The connector refused an order (409) because it has seen the higher term `seen`."""
 
     def __init__(self, message: str, seen: int):
-        super().__init__(message)
+        super().__init__(message, "stale_term")
         self.seen = seen
 
 
@@ -86,7 +92,7 @@ class ConnectorClient:
         code, body = await self._call("POST", connector, path, json.dumps({"number": number}),
                                       headers, token)
         if code == 404:
-            raise ConnectorError(f"service {service} is not defined on {connector}.")
+            raise ConnectorError(f"service {service} is not defined on {connector}.", "refused")
         if code == 409:
             seen = _stale_term(body)
             if seen is not None:
@@ -94,7 +100,7 @@ class ConnectorClient:
                                 "a newer leader gives the orders.", seen)
         if not 200 <= code < 300:
             raise ConnectorError(f"{connector} answered {code} to POST {path}: "
-                                 f"{_error_detail(body)}")
+                                 f"{_error_detail(body)}", "refused")
         try:
             answer = loads(body)
         except BadJson:
@@ -134,9 +140,10 @@ class ConnectorClient:
                                   ca_certs=self.ca_file)
             response = await self._http.fetch(request, raise_error=False)
         except HTTPClientError as exc:  # timeouts and refused connections are 599s
-            raise ConnectorError(_describe_failure(connector, exc)) from None
+            raise ConnectorError(*_describe_failure(connector, exc)) from None
         except OSError as exc:
-            raise ConnectorError(f"{connector} is unreachable: {exc.strerror or exc}.") from None
+            raise ConnectorError(f"{connector} is unreachable: {exc.strerror or exc}.",
+                                 "unreachable") from None
         except (ValueError, TypeError) as exc:  # curl refuses the URL (UnicodeEncodeError...)
             raise ConnectorError(f"{excerpt(connector, 80)} is not a usable connector URL: "
                                  f"{excerpt(str(exc), 80)}") from None
@@ -146,7 +153,8 @@ class ConnectorClient:
 def _expect(code: int, body: bytes, connector: str, call: str):
     """The decoded body of a 2xx JSON answer; ConnectorError for anything else."""
     if not 200 <= code < 300:
-        raise ConnectorError(f"{connector} answered {code} to {call}: {_error_detail(body)}")
+        raise ConnectorError(f"{connector} answered {code} to {call}: {_error_detail(body)}",
+                             "refused")
     try:
         return loads(body)
     except BadJson:
@@ -187,8 +195,9 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _describe_failure(connector: str, exc: HTTPClientError) -> str:
+def _describe_failure(connector: str, exc: HTTPClientError) -> tuple[str, str]:
+    """The sentence and the kind of a failed call."""
     message = excerpt(str(exc).removeprefix("HTTP 599: ").rstrip("."))
     if "Timeout" in message or "timed out" in message:
-        return f"{connector} did not answer in time."
-    return f"{connector} is unreachable: {message}."
+        return f"{connector} did not answer in time.", "timeout"
+    return f"{connector} is unreachable: {message}.", "unreachable"

@@ -133,6 +133,7 @@ class LeaderElection:
         self._pass_ok_at = -math.inf   # monotonic time the last successful pass was sent
         self._held_at = -math.inf      # monotonic time the lock was last seen ours
         self._stopping = False
+        store.metrics.watch_leader(lambda: self.is_leader)
 
     # -- the interface ------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError
 from genisys.jsonbody import excerpt
+from genisys.metrics import direction
 from genisys.plan import (
     Desired,
     Observed,
@@ -62,6 +63,7 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
+        self.metrics = store.metrics
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
         # What this leader last wrote to each status key: only changes are written, and
         # comparing with this costs nothing per unchanged service.
@@ -134,10 +136,12 @@ class Reconciler:
             if services:
                 self._dirty |= services
             self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
+            self.metrics.reconciled(False, time.monotonic() - started)
             await asyncio.sleep(min(1.0, self.poll_interval))
             return
         took = time.monotonic() - started
         self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3)}
+        self.metrics.reconciled(True, took)
         # Quick cycles already logged their orders one by one.
         log.log(logging.INFO if services is None else logging.DEBUG, "%s cycle: %s (%.0f ms)", "full" if services is None else "quick",
                 summary, took * 1000)
@@ -192,6 +196,7 @@ class Reconciler:
         await self._forget(term, desired, observed, indexes, managed, full=services is None)
         if services is None:  # connectors that left the registry: stop what runs there
             await self.retirement.drain(term, managed)
+            self.metrics.count_services(service_states(desired, managed, observed))
         failed = len({key[0] for key in observed.errors})
         return (f"{len(managed)} services on {len(desired.computes)} computes, "
                 f"{failed} with errors, {len(orders)} orders")
@@ -209,7 +214,8 @@ class Reconciler:
             token = (tokens or {}).get(compute)
             if bulk:
                 try:
-                    counts = await self.client.bulk_status(url, token)
+                    counts = await self._timed(compute, "bulk_status",
+                                               self.client.bulk_status(url, token))
                 except Exception as exc:
                     for service in services:
                         observed.errors[service, compute] = self._failure(
@@ -223,8 +229,8 @@ class Reconciler:
             async def one_service(service: str) -> None:
                 async with limit:
                     try:
-                        observed.counts[service, compute] = await self.client.status(
-                            url, service, token)
+                        observed.counts[service, compute] = await self._timed(
+                            compute, "status", self.client.status(url, service, token))
                     except Exception as exc:
                         observed.errors[service, compute] = self._failure(
                             exc, f"observing {service} on {compute}")
@@ -250,16 +256,19 @@ class Reconciler:
                 log.info("scaling %s on %s from %d to %d (term %d)", order.service,
                          order.compute, order.observed, order.number, term.number)
                 pair = (order.service, order.compute)
+                way = direction(order.observed, order.number)
                 try:
-                    count = await self.client.order(url, order.service, order.number, term,
-                                                    (tokens or {}).get(order.compute))
+                    count = await self._timed(order.compute, "scale", self.client.order(
+                        url, order.service, order.number, term, (tokens or {}).get(order.compute)))
                 except Exception as exc:
+                    self.metrics.order(order.compute, way, "error")
                     observed.errors[pair] = self._failure(
                         exc, f"scaling {order.service} on {order.compute}")
                     log.warning("scaling %s on %s failed: %s", order.service, order.compute,
                                 observed.errors[pair])
                     event(order, "failed", observed.errors[pair])
                     return
+                self.metrics.order(order.compute, way, "success")
                 event(order, "ok", order_reason(desired, order))
                 ordered, accepted = self._orders.get(pair, (order.number, 0))
                 self._orders[pair] = (order.number,
@@ -294,6 +303,19 @@ class Reconciler:
         if gone:
             self._orders = {pair: n for pair, n in self._orders.items() if pair[0] not in gone}
 
+    async def _timed(self, compute: str, call: str, request):
+        """Await a connector call, recording its duration and, if it fails, its kind."""
+        started = time.monotonic()
+        try:
+            return await request
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.connector_error(compute, getattr(exc, "kind", "unexpected"))
+            raise
+        finally:
+            self.metrics.connector_call(compute, call, time.monotonic() - started)
+
     def _changed_statuses(self, desired: Desired, managed: set[str], observed: Observed,
                           warnings: dict[tuple[str, str], str]) -> dict[str, dict]:
         """Status records that differ from what this leader last wrote: only those."""
@@ -323,6 +345,19 @@ class Reconciler:
             log.error("%s failed unexpectedly; recorded for that pair only", doing,
                       exc_info=exc)
         return sentence
+
+
+def service_states(desired: Desired, managed: set[str], observed: Observed) -> dict[str, int]:
+    """How many managed services are in each state, for genisys_services: failing (an
+    error on some compute), converged (a desired total, and every compute runs what the
+    placement gives it), paused."""
+    failing = {service for service, _ in observed.errors if service in managed}
+    converged = sum(
+        1 for service in desired.totals.keys() & managed - failing
+        if all(observed.counts.get((service, c)) == desired.placements.get(service, {}).get(c, 0)
+               for c in desired.computes))
+    return {"managed": len(managed), "failing": len(failing), "converged": converged,
+            "paused": len(desired.paused & managed)}
 
 
 def _describe(placement: dict[str, int]) -> str:

@@ -26,6 +26,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 
 from genisys.auth import valid_record
 from genisys.httpclient import close_client, curl_client
+from genisys.metrics import ReplicaMetrics, consul_op
 from genisys.model import (
     NAME_PATTERN,
     Compute,
@@ -83,6 +84,7 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self._client = curl_client(max_connections=100)
+        self.metrics: ReplicaMetrics | None = None  # ConsulStore sets it
         self.key_prefixes: tuple[str, ...] = ()  # the rules a denial names (ConsulStore sets them)
 
     async def _request(self, callback, method, path, params, data=None, headers=None):
@@ -115,11 +117,15 @@ class _TornadoHTTPClient(consul.base.HTTPClient):
             ca_certs=self.verify if isinstance(self.verify, str) else None,
             client_cert=self.cert[0] if self.cert else None,
             client_key=self.cert[1] if self.cert else None)
+        started = time.monotonic()
         try:
             response = await self._client.fetch(request, raise_error=False)
         except (OSError, HTTPClientError) as exc:  # refused, reset, or timed out (599)
             reason = str(exc).removeprefix("HTTP 599: ")
             raise ConsulUnavailable(f"Consul at {self.base_uri} is unreachable: {reason}") from None
+        finally:
+            if self.metrics:
+                self.metrics.consul(consul_op(method, path, params), time.monotonic() - started)
         if response.code >= 500:
             raise ConsulUnavailable(f"Consul at {self.base_uri} answered {response.code}: "
                                     f"{response.body.decode(errors='replace').strip()[:200]}")
@@ -217,6 +223,7 @@ class PrefixView:
         self.index = 0
         self.synced = False
         self.error: Exception | None = None  # why the last read failed, while not synced
+        self.out_of_sync_since: float | None = time.monotonic()  # None while synced
         self._task: asyncio.Task | None = None
         self._own: dict[str, Entry] = {}  # own writes the watch has not brought back yet
 
@@ -239,7 +246,7 @@ class PrefixView:
         try:
             index, items = await self._client.kv.get(self.prefix, recurse=True)
         except (ConsulUnavailable, ConsulException) as exc:
-            self.synced, self.error = False, exc
+            self._lost(exc)
             raise
         self._install(int(index), items, force=False)
 
@@ -255,7 +262,7 @@ class PrefixView:
             except Exception as exc:  # the watch must never die; it retries with back-off
                 if self.synced or failures == 0 or str(exc) != str(self.error):
                     log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.synced, self.error = False, exc
+                self._lost(exc)
                 failures += 1
                 await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
                 continue
@@ -272,8 +279,13 @@ class PrefixView:
         entries = {item["Key"]: _entry(item) for item in items or ()}
         self._own = {} if force else {k: e for k, e in self._own.items() if e.modify_index > index}
         entries.update(self._own)
-        self.synced, self.error = True, None
+        self.synced, self.error, self.out_of_sync_since = True, None, None
         self._set(entries, index)
+
+    def _lost(self, exc: Exception) -> None:
+        if self.synced:
+            self.out_of_sync_since = time.monotonic()
+        self.synced, self.error = False, exc
 
     def _set(self, entries: dict[str, Entry], index: int) -> None:
         # A new dict each time: readers may cache what they derive from `entries` by identity.
@@ -313,7 +325,7 @@ class ConsulStore:
     def __init__(self, host: str, port: int, *, scheme: str = "http", token: str = "",
                  key_prefix: str = "genisys/", resources_key_prefix: str = "skynet/resources/",
                  timeout: float = 5.0, verify: bool | str = True,
-                 cert: tuple[str, str] | None = None):
+                 cert: tuple[str, str] | None = None, metrics: ReplicaMetrics | None = None):
         self.address = f"{scheme}://{host}:{port}"
         self.key_prefix = key_prefix
         self.resources_key_prefix = resources_key_prefix
@@ -341,6 +353,12 @@ class ConsulStore:
         self.tokens_view = PrefixView(self.consul, self.tokens_prefix)
         self._views = (self.computes_view, self.resources_view, self.placements_view,
                        self.lifecycle_view, self.tokens_view)
+        # The replica's metrics travel with its store, which every part of it holds.
+        self.metrics = metrics or ReplicaMetrics()
+        self.consul.http.metrics = self.metrics
+        for name, view in zip(("computes", "resources", "placements", "lifecycle", "tokens"),
+                              self._views):
+            self.metrics.watch_view(name, lambda view=view: view.out_of_sync_since)
 
     @classmethod
     def from_config(cls, section) -> "ConsulStore":

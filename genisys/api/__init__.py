@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import tornado.web
 
-from genisys.api.base import NotFoundHandler, log_request
+from genisys.api.base import JsonHandler, NotFoundHandler, log_request
 from genisys.api.computes import ComputeHandler, ComputesHandler
 from genisys.api.events import AllEventsHandler, ServiceEventsHandler
 from genisys.api.health import HealthHandler
@@ -15,6 +15,7 @@ from genisys.api.tokens import TokenHandler, TokensHandler
 from genisys.api.ui import StatusPageHandler
 from genisys.auth import Authenticator
 from genisys.config import Config
+from genisys.metrics import MetricsPage, ReplicaMetrics
 from genisys.store import ConsulStore
 
 
@@ -34,27 +35,41 @@ class Context:
     auth: Authenticator | None = None
     insecure: bool = False  # serving without authentication on a non-loopback address
 
+    @property
+    def metrics(self) -> ReplicaMetrics:
+        return self.store.metrics
+
+
+class MetricsHandler(MetricsPage, JsonHandler):
+    @property
+    def metrics_registry(self):
+        return self.context.metrics.registry
+
 
 def make_app(context: Context) -> tornado.web.Application:
-    args = {"context": context}
+    def args(route: str) -> dict:  # the route pattern labels the HTTP metrics
+        return {"context": context, "route": route}
+
     return tornado.web.Application(
         [
-            (r"/compute/?", ComputesHandler, args),
-            (r"/compute/([^/]+)", ComputeHandler, args),
-            (r"/service/?", ServicesHandler, args),
-            (r"/service/([^/]+)", ServiceHandler, args),
-            (r"/service/([^/]+)/scale", ScaleHandler, args),
-            (r"/service/([^/]+)/(pause|resume)", PauseHandler, args),
-            (r"/service/([^/]+)/events", ServiceEventsHandler, args),
-            (r"/events", AllEventsHandler, args),
-            (r"/health", HealthHandler, args),
-            (r"/leader", LeaderHandler, args),
-            (r"/token/?", TokensHandler, args),
-            (r"/token/([^/]+)", TokenHandler, args),
-            (r"/ui", StatusPageHandler, args),
-            (r"/ui/", StatusPageHandler, args),
-            (r"/ui/([^/]+)", StatusPageHandler, args),
+            (r"/compute/?", ComputesHandler, args("/compute")),
+            (r"/compute/([^/]+)", ComputeHandler, args("/compute/{name}")),
+            (r"/service/?", ServicesHandler, args("/service")),
+            (r"/service/([^/]+)", ServiceHandler, args("/service/{svc}")),
+            (r"/service/([^/]+)/scale", ScaleHandler, args("/service/{svc}/scale")),
+            (r"/service/([^/]+)/(pause|resume)", PauseHandler,
+             args("/service/{svc}/{action}")),
+            (r"/service/([^/]+)/events", ServiceEventsHandler, args("/service/{svc}/events")),
+            (r"/events", AllEventsHandler, args("/events")),
+            (r"/health", HealthHandler, args("/health")),
+            (r"/leader", LeaderHandler, args("/leader")),
+            (r"/token/?", TokensHandler, args("/token")),
+            (r"/token/([^/]+)", TokenHandler, args("/token/{id}")),
+            (r"/ui", StatusPageHandler, args("/ui")),
+            (r"/ui/", StatusPageHandler, args("/ui/")),
+            (r"/ui/([^/]+)", StatusPageHandler, args("/ui/{file}")),
+            (r"/metrics", MetricsHandler, args("/metrics")),
         ],
-        default_handler_class=NotFoundHandler, default_handler_args=args,
+        default_handler_class=NotFoundHandler, default_handler_args=args("unmatched"),
         log_function=log_request,
     )

@@ -46,8 +46,9 @@ class JsonHandler(RequestHandler):
     # admin; None: open to all, without a token. Checked in `prepare`, before any work.
     roles: dict[str, str] | None = {"GET": "read"}
 
-    def initialize(self, context):
+    def initialize(self, context, route: str = "unmatched"):
         self.context = context
+        self.route = route  # the route pattern, for the HTTP metrics
         self.token_name = None  # whose token the request carried, for the access log
         self._body = bytearray()
         self._too_large = False
@@ -86,6 +87,11 @@ class JsonHandler(RequestHandler):
             self._too_large = True  # chunked upload without Content-Length; refused below
         else:
             self._body += chunk
+
+    def on_finish(self):
+        method = self.request.method  # any word a client sends must not make a new series
+        self.context.metrics.http(self.route, method if method in _METHODS else "other",
+                                  self.get_status(), self.request.request_time())
 
     def json_body(self) -> dict:
         """The request body as a JSON object; ValidationError otherwise."""

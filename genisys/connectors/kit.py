@@ -26,6 +26,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 
 import tornado.netutil
@@ -36,6 +37,7 @@ from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.connectors.state import StateFile
 from genisys.httpserver import DEFAULT_TIMEOUT, LimitedHTTPServer, raise_fd_limit, tls_context
 from genisys.jsonbody import BadJson, excerpt, loads_object
+from genisys.metrics import KitMetrics, MetricsPage
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
 from genisys.protocol import MAX_TERM, TERM_FIELD, TERM_HEADER
 
@@ -62,6 +64,10 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """409: already defined, a scale order from an older term, or one a newer order replaced."""
+
+
+class Replaced(Conflict):
+    """409: a newer order for the service replaced this one."""
 
 
 class BodyTooLarge(Exception):
@@ -136,6 +142,8 @@ class Connector:
         self._newest: dict[str, asyncio.Task] = {}  # the order in progress, per service
         self._replaced: dict[asyncio.Task, int] = {}  # cancelled orders: the newer number
         self.state: StateFile | None = None  # --state-file: saved on every change
+        self.metrics = KitMetrics(backend.name)
+        self.metrics.watch_definitions(lambda: len(self.definitions))
 
     def define(self, body, name: str | None = None) -> tuple[dict, bool]:
         """Validate and store a definition; (definition, created).
@@ -177,6 +185,21 @@ class Connector:
         A newer order for the service cancels this one, which then answers 409: the
         service goes to the newest number at once instead of through every older one.
         """
+        started, result = time.monotonic(), "failed"
+        try:
+            running = await self._scale(name, number, term)
+            result = "done"
+            return running
+        except Replaced:
+            result = "replaced"
+            raise
+        except (ValidationError, NotFound, Conflict):
+            result = "refused"
+            raise
+        finally:
+            self.metrics.order(result, time.monotonic() - started)
+
+    async def _scale(self, name: str, number: int, term: int | None) -> int:
         self.get(name)
         if number > self.max_instances:
             raise ValidationError(f"number {number} is more than the {self.max_instances} "
@@ -194,7 +217,7 @@ class Connector:
             newer = self._replaced.get(order)
             if newer is None or asyncio.current_task().cancelling():
                 raise  # cancelled from outside, or by the backend itself (a 500)
-            raise Conflict(f"a newer order for {name} (number {newer}) replaced this one "
+            raise Replaced(f"a newer order for {name} (number {newer}) replaced this one "
                            "before it was done.") from None
         finally:
             self._replaced.pop(order, None)
@@ -427,6 +450,12 @@ class NotFoundHandler(Handler):
                        "see the connector protocol.")
 
 
+class MetricsHandler(MetricsPage, Handler):
+    @property
+    def metrics_registry(self):
+        return self.connector.metrics.registry
+
+
 class HealthHandler(Handler):
     needs_token = False  # for load balancers and probes; it tells nothing worth guarding
 
@@ -488,6 +517,7 @@ def make_app(connector: Connector) -> tornado.web.Application:
     name = r"([^/]+)"
     return tornado.web.Application([
         (r"/health", HealthHandler, args),
+        (r"/metrics", MetricsHandler, args),
         (r"/status", StatusAllHandler, args),
         (r"/service", ServicesHandler, args),
         (rf"/service/{name}", ServiceHandler, args),
