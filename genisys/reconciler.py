@@ -143,8 +143,8 @@ class Reconciler:
         self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3)}
         self.metrics.reconciled(True, took)
         # Quick cycles already logged their orders one by one.
-        log.log(logging.INFO if services is None else logging.DEBUG, "%s cycle: %s (%.0f ms)", "full" if services is None else "quick",
-                summary, took * 1000)
+        log.log(logging.INFO if services is None else logging.DEBUG, "%s cycle: %s (%.0f ms)",
+                "full" if services is None else "quick", summary, took * 1000)
 
     async def cycle(self, term, services: set[str] | None = None) -> str:
         """One observe -> plan -> act pass over `services` (None: every managed service)."""
@@ -166,7 +166,8 @@ class Reconciler:
             for service, placement in fixes.items():
                 log.info("placing %s: desired total %d, placement %s (was %s)", service,
                          desired.totals[service], _describe(placement),
-                         _describe(desired.placements.get(service, {})))
+                         _describe(desired.placements.get(service, {})),
+                         extra={"service": service, "term": term.number})
             desired = replace(desired, placements={**desired.placements, **fixes})
 
         # One bulk call per compute beats many single ones once a burst of changes
@@ -253,8 +254,10 @@ class Reconciler:
 
         async def send(order: ScaleOrder, url: str) -> None:
             async with limits.setdefault(order.compute, asyncio.Semaphore(self.concurrency)):
+                fields = {"service": order.service, "compute": order.compute,
+                          "term": term.number}
                 log.info("scaling %s on %s from %d to %d (term %d)", order.service,
-                         order.compute, order.observed, order.number, term.number)
+                         order.compute, order.observed, order.number, term.number, extra=fields)
                 pair = (order.service, order.compute)
                 way = direction(order.observed, order.number)
                 try:
@@ -265,7 +268,7 @@ class Reconciler:
                     observed.errors[pair] = self._failure(
                         exc, f"scaling {order.service} on {order.compute}")
                     log.warning("scaling %s on %s failed: %s", order.service, order.compute,
-                                observed.errors[pair])
+                                observed.errors[pair], extra=fields)
                     event(order, "failed", observed.errors[pair])
                     return
                 self.metrics.order(order.compute, way, "success")
@@ -287,7 +290,8 @@ class Reconciler:
         for service in finished_deletes(desired, observed):
             if term.valid() and await self.store.forget_service(term.session, service,
                                                                 indexes[service][0]):
-                log.info("service %s is at 0 on every compute: forgotten", service)
+                log.info("service %s is at 0 on every compute: forgotten", service,
+                         extra={"service": service, "term": term.number})
                 gone.add(service)
         if full and term.valid():
             known = await self.store.known_services()

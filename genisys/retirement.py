@@ -43,7 +43,8 @@ class Retirement:
                     return
                 log.info("scaling %s on retired connector %s (was compute %s) from %d to 0 "
                          "(term %d)", service, retired.connector, retired.compute, count,
-                         term.number)
+                         term.number, extra={"service": service, "compute": retired.compute,
+                                             "term": term.number})
                 await self.client.order(retired.connector, service, 0, term, retired.token)
             if running or not term.valid():
                 return  # look again next cycle: forget it only once it reports 0

@@ -55,7 +55,7 @@ async def scale(store: ConsulStore, service: str, number: int, compute: str | No
         if await store.commit_desired(service, number, placement, seen,
                                       planned.compute_indexes):
             log.info("desired total of %s set to %d (was %s), placement %s", service, number,
-                     seen.total, _describe(placement))
+                     seen.total, _describe(placement), extra={"service": service})
             return placement
         if attempt > 1:
             await asyncio.sleep(random.uniform(0, pause))

@@ -357,3 +357,21 @@ def test_options_given_before_a_sub_command_count():
     args = commands.build_parser().parse_args(["computes", "--json", "add", "a", DEAD])
     assert (args.json, args.run, args.name) == (True, commands.add_compute, "a")
     assert commands.build_parser().parse_args(["computes"]).run is commands.computes
+
+
+def test_json_logs_name_the_service_compute_and_term_of_each_order(start_replica, connector):
+    service = define_demo(connector)
+    replica = start_replica({"connector": {"poll_interval": "1s"}}, args=("--log-format", "json"))
+    assert genisys("computes", "add", "local", connector.url, addr=replica.url).returncode == 1
+    assert genisys("scale", service, "1", addr=replica.url).returncode == 1
+
+    def order_line():
+        for line in replica.log().splitlines():
+            entry = json.loads(line)
+            if entry["message"].startswith(f"scaling {service} on local"):
+                return entry
+        return None
+
+    entry = wait_until(order_line, timeout=15, what="the order's log line")
+    assert (entry["service"], entry["compute"]) == (service, "local")
+    assert isinstance(entry["term"], int) and entry["term"] > 0

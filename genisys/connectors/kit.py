@@ -234,11 +234,13 @@ class Connector:
                 await self.backend.scale(definition, number)
             except asyncio.CancelledError:
                 log.info("scale %s from %d to %d (term %s): replaced by a newer order",
-                         name, before, number, "none" if term is None else term)
+                         name, before, number, "none" if term is None else term,
+                         extra={"service": name, "term": term})
                 raise
             after = await self._count(definition)
         log.info("scale %s from %d to %d (term %s): %d running",
-                 name, before, number, "none" if term is None else term, after)
+                 name, before, number, "none" if term is None else term, after,
+                 extra={"service": name, "term": term})
         return after
 
     async def _count(self, definition: dict) -> int:
