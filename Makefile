@@ -10,6 +10,7 @@ DOCKER := .tools/docker.checked
 .PHONY: setup run test bench bench-failover bench-reconcile clean
 
 setup: $(VENV)/.installed $(CONSUL) $(DOCKER)
+	@scripts/install-chromium.sh  # Debian's chromium, for the status page tests (as root)
 
 # pip install -e . gives the commands genisys, genisys-connector-process and
 # genisys-connector-docker in $(VENV)/bin.

@@ -535,6 +535,12 @@ class ConsulStore:
             # Still ours: the key changed between the read and the write; read it again.
         raise ConsulException(f"{self.term_key} kept changing under the leader's writes")
 
+    async def read_term(self) -> int | None:
+        """The last leader's term as stored (None before the first leader), for GET /leader."""
+        _, item = await self.consul.kv.get(self.term_key)
+        term = _from_json(item and item.get("Value"))
+        return term if isinstance(term, int) and not isinstance(term, bool) else None
+
     # -- computes ---------------------------------------------------------------------
 
     async def list_computes(self, consistent: bool = False) -> list[Compute]:

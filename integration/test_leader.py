@@ -131,7 +131,8 @@ def test_three_replicas_elect_exactly_one_leader_and_agree_on_it(consul, start_r
             response = replica.request("GET", "/leader")
             assert response.status_code == 200
             body = response.json()
-            assert set(body) == {"id", "address", "since"}
+            assert set(body) == {"id", "address", "since", "term"}
+            assert isinstance(body["term"], int) and body["term"] >= 1
             assert body["id"] == leader_id
             assert body["address"] == f"127.0.0.1:{leader.port}"
             assert datetime.fromisoformat(body["since"]).tzinfo is not None

@@ -13,6 +13,7 @@ from genisys.api.leader import LeaderHandler
 from genisys.api.services import PauseHandler, ScaleHandler, ServiceHandler, ServicesHandler
 from genisys.api.spec import SpecHandler
 from genisys.api.tokens import TokenHandler, TokensHandler
+from genisys.api.ui import StatusPageHandler
 from genisys.auth import Authenticator
 from genisys.config import Config
 from genisys.metrics import MetricsPage, ReplicaMetrics
@@ -66,6 +67,9 @@ def make_app(context: Context) -> tornado.web.Application:
             (r"/openapi.yaml", SpecHandler, args("/openapi.yaml")),
             (r"/token/?", TokensHandler, args("/token")),
             (r"/token/([^/]+)", TokenHandler, args("/token/{id}")),
+            (r"/ui", StatusPageHandler, args("/ui")),
+            (r"/ui/", StatusPageHandler, args("/ui/")),
+            (r"/ui/([^/]+)", StatusPageHandler, args("/ui/{file}")),
             (r"/metrics", MetricsHandler, args("/metrics")),
         ],
         default_handler_class=NotFoundHandler, default_handler_args=args("unmatched"),

@@ -8,4 +8,6 @@ class LeaderHandler(JsonHandler):
         _, lock = await self.context.store.read_leader()
         if lock is None or not lock.session:
             raise ApiError(503, "no leader is elected.")
-        self.send(200, {key: lock.value.get(key) for key in ("id", "address", "since")})
+        body = {key: lock.value.get(key) for key in ("id", "address", "since")}
+        body["term"] = await self.context.store.read_term()
+        self.send(200, body)
