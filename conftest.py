@@ -6,6 +6,7 @@ import pytest
 
 from genisys.devconsul import make_certificates
 from tests.dockerd import DockerEngine, NoEngine
+from tests.connector_helpers import ConnectorProcess
 from tests.faulty_connector import FaultyProcess
 from tests.support import ConsulAgent, Replica, unique_prefix
 
@@ -85,3 +86,10 @@ def certificates(tmp_path_factory):
     """A CA with a "server" and a "client" certificate for localhost and 127.0.0.1
     (genisys.devconsul.TLSFiles), made by Consul's own `consul tls`."""
     return make_certificates(str(tmp_path_factory.mktemp("tls")))
+
+
+@pytest.fixture
+def counting(tmp_path):
+    """A counting connector (bench/counting_connector.py): any service, no backend."""
+    with ConnectorProcess("bench.counting_connector", log_path=tmp_path / "counting.log") as c:
+        yield c

@@ -3,7 +3,7 @@ leader. Real Consul, a replica process, real process connectors."""
 
 import json
 
-from integration.test_scaling import FAST, add_compute, define, running
+from integration.test_scaling import FAST, add_compute, define
 from tests.connector_helpers import ConnectorProcess, processes_of, unique
 from tests.support import wait_until
 
@@ -30,11 +30,11 @@ def test_a_compute_deleted_right_after_a_scale_to_zero_is_drained(start_replica,
             add_compute(replica, name, connector.url)
         assert replica.request("POST", f"/service/{service}/scale",
                                {"number": 2, "compute": "p2"}).status_code == 202
-        wait_until(lambda: running(p2, service) == 2, timeout=15, what="2 running on p2")
+        wait_until(lambda: p2.running(service) == 2, timeout=15, what="2 running on p2")
         assert replica.request("POST", f"/service/{service}/scale", {"number": 0}
                                ).status_code == 202
         assert replica.request("DELETE", "/compute/p2").status_code == 204
-        wait_until(lambda: running(p2, service) == 0, timeout=15,
+        wait_until(lambda: p2.running(service) == 0, timeout=15,
                    what="the leader to stop what runs on the deleted compute")
         wait_until(lambda: retired_keys(consul, prefix) == [], timeout=15,
                    what="the retired connector to be forgotten")
@@ -56,9 +56,9 @@ def test_a_compute_moved_to_another_connector_leaves_nothing_behind(start_replic
         add_compute(replica, "m", old.url)
         assert replica.request("POST", f"/service/{service}/scale", {"number": 2}
                                ).status_code == 202
-        wait_until(lambda: running(old, service) == 2, timeout=15, what="2 on the old one")
+        wait_until(lambda: old.running(service) == 2, timeout=15, what="2 on the old one")
         assert replica.request("PUT", "/compute/m", {"connector": new.url}).status_code == 200
-        wait_until(lambda: running(new, service) == 2 and running(old, service) == 0,
+        wait_until(lambda: new.running(service) == 2 and old.running(service) == 0,
                    timeout=15, what="the service to move to the new connector")
         wait_until(lambda: retired_keys(consul, prefix) == [], timeout=15,
                    what="the old connector to be forgotten")

@@ -3,24 +3,12 @@ same history and keeps the service paused. Real Consul, replicas, a connector pr
 
 import signal
 
-import pytest
 
 from integration.test_leader import single_leader
-from tests.connector_helpers import ConnectorProcess
 from tests.support import wait_until
 
 SETTINGS = {"connector": {"poll_interval": "1s", "timeout": "1s"},
             "leader": {"check_ttl": "2s", "lock_delay": "1s"}}
-
-
-@pytest.fixture
-def counting(tmp_path):
-    with ConnectorProcess("bench.counting_connector", log_path=tmp_path / "c.log") as c:
-        yield c
-
-
-def count(connector, service):
-    return connector.call("GET", f"/service/{service}/status")[1]["running_resources"]
 
 
 def events(replica):
@@ -47,11 +35,11 @@ def test_history_and_pause_survive_a_kill_9_of_the_leader(start_replica, countin
     seen = [last_cycle(survivor)]
     wait_until(lambda: seen.append(last_cycle(survivor)) or len(set(seen) - {None}) > 2,
                what="two cycles of the new leader")
-    assert count(counting, "web") == 2
+    assert counting.running("web") == 2
     assert survivor.request("GET", "/service/web").json()["paused"] is True
 
     assert survivor.request("POST", "/service/web/resume").status_code == 200
-    wait_until(lambda: count(counting, "web") == 4, what="web at 4 after resume")
+    wait_until(lambda: counting.running("web") == 4, what="web at 4 after resume")
     after = wait_until(lambda: len(events(survivor)) == 2 and events(survivor),
                        what="the new leader's order in the same history")
     assert after[1:] == before

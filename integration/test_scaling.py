@@ -42,10 +42,6 @@ def define(connector, service):
     assert status == 201
 
 
-def running(connector, service) -> int:
-    return connector.call("GET", f"/service/{service}/status")[1]["running_resources"]
-
-
 def add_compute(replica, name, url):
     assert replica.request("POST", "/compute", {"name": name, "connector": url}).status_code == 201
 
@@ -58,7 +54,7 @@ def leader_of(replicas):
 
 def converged(replica, connectors_by_compute, service, placement):
     """Both the connectors and GET /service show exactly `placement`."""
-    counts = {c: running(conn, service) for c, conn in connectors_by_compute.items()}
+    counts = {c: conn.running(service) for c, conn in connectors_by_compute.items()}
     if counts != {c: placement.get(c, 0) for c in connectors_by_compute}:
         return False
     record = replica.request("GET", f"/service/{service}").json()
@@ -95,13 +91,13 @@ def test_drift_is_restored_within_a_poll_interval(start_replica, connectors, ser
     define(connector, service)
     add_compute(replica, "local", connector.url)
     replica.request("POST", f"/service/{service}/scale", {"number": 2})
-    wait_until(lambda: running(connector, service) == 2, timeout=15, what="2 running")
+    wait_until(lambda: connector.running(service) == 2, timeout=15, what="2 running")
 
     victim = next(iter(processes_of(service)))
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: victim not in processes_of(service), timeout=5, what="the kill")
     # One poll interval (1 s) plus the time to start a process.
-    wait_until(lambda: len(processes_of(service)) == 2 and running(connector, service) == 2,
+    wait_until(lambda: len(processes_of(service)) == 2 and connector.running(service) == 2,
                timeout=5, what="the leader to restore the killed instance")
     assert re.search(rf"scaling {service} on local from 1 to 2", replica.log())
 
@@ -114,7 +110,7 @@ def test_a_total_written_by_another_tool_converges(start_replica, connectors, se
     add_compute(replica, "local", connector.url)
 
     consul.kv_put(f"{prefix}resources/{service}", "4")
-    wait_until(lambda: running(connector, service) == 4, timeout=15, what="4 running")
+    wait_until(lambda: connector.running(service) == 4, timeout=15, what="4 running")
     assert json.loads(consul.kv_get(f"{prefix}placements/{service}")) == {"local": 4}
     assert replica.request("GET", f"/service/{service}").json()["desired"] == 4
 
@@ -130,7 +126,7 @@ def test_failing_computes_are_reported_and_the_others_converge(start_replica, co
         add_compute(replica, fault, faulty(fault))
 
     replica.request("POST", f"/service/{service}/scale", {"number": 2, "compute": "good"})
-    wait_until(lambda: running(good, service) == 2, timeout=15, what="the good compute")
+    wait_until(lambda: good.running(service) == 2, timeout=15, what="the good compute")
     expected = {"down": "unreachable", "error": "answered 500",
                 "slow": "did not answer in time", "badjson": "invalid JSON"}
 
@@ -161,7 +157,7 @@ def test_the_loop_survives_junk_and_changes_during_a_cycle(start_replica, connec
         replica.request("POST", f"/service/{service}/scale", {"number": number,
                                                               "compute": "local"})
     add_compute(replica, "late", f"http://127.0.0.1:{free_port()}")
-    wait_until(lambda: running(connector, service) == 2, timeout=15, what="the last number")
+    wait_until(lambda: connector.running(service) == 2, timeout=15, what="the last number")
 
     def last_cycle():
         return replica.request("GET", "/health").json()["last_cycle"]
@@ -182,12 +178,12 @@ def test_followers_take_scale_requests_and_a_new_leader_finishes_a_scale_up(
     followers = [r for r in replicas if r is not leader]
 
     followers[0].request("POST", f"/service/{service}/scale", {"number": 2})
-    wait_until(lambda: running(connector, service) == 2, timeout=15, what="2 running")
+    wait_until(lambda: connector.running(service) == 2, timeout=15, what="2 running")
 
     followers[1].request("POST", f"/service/{service}/scale", {"number": 6})
     leader.stop(signal.SIGKILL)
     new_leader = wait_until(lambda: leader_of(followers), timeout=30, what="a new leader")
-    wait_until(lambda: running(connector, service) == 6, timeout=30, what="6 running")
+    wait_until(lambda: connector.running(service) == 6, timeout=30, what="6 running")
     assert new_leader.request("GET", f"/service/{service}").json()["observed"] == {"local": 6}
 
     # Orders reached the connector in non-decreasing terms: never two leaders at once.

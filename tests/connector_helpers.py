@@ -89,6 +89,10 @@ class ConnectorProcess:
     def call(self, method: str, path: str, body=None, **kwargs):
         return call(method, self.url + path, body, **kwargs)
 
+    def running(self, service: str) -> int:
+        """The connector's own count of a service's running instances."""
+        return self.call("GET", f"/service/{service}/status")[1]["running_resources"]
+
     def stop(self, sig=signal.SIGTERM, timeout: float = 20) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

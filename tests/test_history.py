@@ -34,16 +34,6 @@ def test_only_services_with_new_events_get_a_new_history():
 
 # -- end to end -----------------------------------------------------------------------
 
-@pytest.fixture
-def counting(tmp_path):
-    with ConnectorProcess("bench.counting_connector", log_path=tmp_path / "c.log") as c:
-        yield c
-
-
-def count(connector, service):
-    return connector.call("GET", f"/service/{service}/status")[1]["running_resources"]
-
-
 def events(replica, service, query=""):
     response = replica.request("GET", f"/service/{service}/events{query}")
     assert response.status_code == 200, response.text
@@ -55,7 +45,7 @@ def test_each_order_is_recorded_newest_first(start_replica, counting, consul, pr
     replica.request("POST", "/compute", {"name": "one", "connector": counting.url})
     before = datetime.now(UTC)
     replica.request("POST", "/service/web/scale", {"number": 2})
-    wait_until(lambda: count(counting, "web") == 2, what="web at 2")
+    wait_until(lambda: counting.running("web") == 2, what="web at 2")
     first = wait_until(lambda: events(replica, "web"), what="the first event")
     replica.request("POST", "/service/web/scale", {"number": 0})
     history = wait_until(lambda: len(events(replica, "web")) == 2 and events(replica, "web"),

@@ -6,7 +6,6 @@ import requests
 
 from genisys.plan import Desired, Observed, dry_run_orders, finished_deletes, orphans, \
     scale_orders
-from tests.connector_helpers import ConnectorProcess
 from tests.support import wait_until
 
 FAST = {"connector": {"poll_interval": "1s", "timeout": "1s"}}
@@ -49,21 +48,11 @@ def test_dry_run_orders_count_an_unobserved_compute_as_zero():
 
 # -- end to end -----------------------------------------------------------------------------
 
-@pytest.fixture
-def counting(tmp_path):
-    with ConnectorProcess("bench.counting_connector", log_path=tmp_path / "c.log") as c:
-        yield c
-
-
-def count(connector, service):
-    return connector.call("GET", f"/service/{service}/status")[1]["running_resources"]
-
-
 def scaled(replica, counting, service, number):
     response = replica.request("POST", f"/service/{service}/scale", {"number": number})
     assert response.status_code == 202, response.text
     wait_until(lambda: replica.request("GET", f"/service/{service}").json()["observed"]
-               == {"one": number} and count(counting, service) == number,
+               == {"one": number} and counting.running(service) == number,
                what=f"{service} at {number}")
 
 
@@ -101,7 +90,7 @@ def test_delete_scales_to_zero_then_forgets_every_key(leading, counting, consul,
     assert "scales it to 0" in body["next"]
     wait_until(lambda: leading.request("GET", "/service/web").status_code == 404,
                what="web forgotten")
-    assert count(counting, "web") == 0
+    assert counting.running("web") == 0
     assert [key for key in consul.kv_keys(prefix) if key.endswith("/web")] == []
     assert leading.request("DELETE", "/service/web").status_code == 404
 
@@ -110,7 +99,7 @@ def test_a_delete_waits_for_every_compute_and_refuses_scales_meanwhile(leading, 
     leading.request("POST", "/compute", {"name": "away", "connector": NOWHERE})
     scaled(leading, counting, "web", 1)
     assert leading.request("DELETE", "/service/web").status_code == 202
-    wait_until(lambda: count(counting, "web") == 0, what="web at 0 on one")
+    wait_until(lambda: counting.running("web") == 0, what="web at 0 on one")
     cycles_after(leading)
     # "away" cannot report 0: the service stays, shown as deleting.
     record = leading.request("GET", "/service/web").json()
@@ -134,12 +123,12 @@ def test_a_paused_service_is_observed_but_not_ordered_until_resumed(leading, cou
     assert (response.status_code, response.json()) == (200, {"service": "web", "paused": True})
     assert leading.request("POST", "/service/web/scale", {"number": 3}).status_code == 202
     cycles_after(leading)
-    assert count(counting, "web") == 1
+    assert counting.running("web") == 1
     record = leading.request("GET", "/service/web").json()
     assert (record["paused"], record["desired"], record["observed"]) == (True, 3, {"one": 1})
     response = leading.request("POST", "/service/web/resume")
     assert (response.status_code, response.json()) == (200, {"service": "web", "paused": False})
-    wait_until(lambda: count(counting, "web") == 3, what="web at 3 after resume")
+    wait_until(lambda: counting.running("web") == 3, what="web at 3 after resume")
     assert leading.request("GET", "/service/web").json()["paused"] is False
 
 
