@@ -447,7 +447,7 @@ class LeaderElection:
         _, lock = await self._store.read_leader()
         if lock is not None and lock.session in sessions:
             if await self._store.release_leader(lock.session, lock.value):
-                log.info("released the leader lock (term %d)", lock.lock_index)
+                log.info("released the leader lock (lock index %d)", lock.lock_index)
         for session in sessions:
             await self._store.destroy_session(session)
 
