@@ -64,7 +64,9 @@ def test_delete_removes_a_compute(replica, consul, prefix):
 
 def test_delete_refuses_a_compute_that_holds_resources(replica, consul, prefix):
     replica.request("POST", "/compute", LOCAL)
-    consul.kv_put(f"{prefix}placements/web", json.dumps({"localdc": 2}))
+    # Through the API: a placement without a total is a leftover the leader removes.
+    assert replica.request("POST", "/service/web/scale", {"number": 2, "compute": "localdc"}
+                           ).status_code == 202
     response = replica.request("DELETE", "/compute/localdc")
     assert response.status_code == 409
     assert "still holds 2 resources of service 'web'" in response.json()["error"]
