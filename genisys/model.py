@@ -4,6 +4,8 @@ import re
 from dataclasses import dataclass, field as dataclass_field
 from urllib.parse import urlsplit
 
+from genisys.placement import ComputeSpec
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Large enough for any real fleet, small enough that a typo (1e9) is refused.
 MAX_NUMBER = 100_000
@@ -136,6 +138,11 @@ class Compute:
         if deleting is None:
             return compute
         return cls(compute.name, compute.connector, str(deleting)[:40], compute.token)
+
+    @property
+    def spec(self) -> ComputeSpec:
+        """What the placement strategies need to know of this compute."""
+        return ComputeSpec()
 
     def to_dict(self) -> dict:
         """The stored form, the token included."""

@@ -4,7 +4,18 @@ Pure functions with no I/O, so the API (scale) and the leader (total changed by 
 external writer) derive exactly the same placement from the same inputs.
 """
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 STRATEGIES = ("first", "spread")
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """What a compute's definition tells the strategies about it (defaults: no limit)."""
+    weight: int = 1
+    max: int | None = None
+    priority: int = 0
 
 
 class NoComputeError(ValueError):
@@ -39,11 +50,13 @@ def _spread(total: int, computes: list[str]) -> dict[str, int]:
 
 
 def place(total: int, computes: list[str], current: dict[str, int],
-          strategy: str = "first", compute: str | None = None) -> dict[str, int]:
+          strategy: str = "first", compute: str | None = None,
+          specs: Mapping[str, ComputeSpec] | None = None) -> dict[str, int]:
     """Return the new placement (count per compute, zero entries omitted) for a service whose desired total is `total`.
     computes: names of the existing computes in definition order (oldest first).
     current: the service's current placement (may name computes that no longer exist, may be empty).
-    compute: the compute named by the scale request, or None to let the strategy decide."""
+    compute: the compute named by the scale request, or None to let the strategy decide.
+    specs: each compute's weight, max and priority (absent: ComputeSpec())."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown placement strategy {strategy!r}, expected one of {STRATEGIES}")
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:

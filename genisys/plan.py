@@ -6,7 +6,7 @@ observed now, say what to do; running it again on the result says "nothing".
 
 from dataclasses import dataclass, field
 
-from genisys.placement import NoComputeError, place, placement_total
+from genisys.placement import ComputeSpec, NoComputeError, place, placement_total
 
 # Accepted orders after which a pair that still reports another count gets a warning
 # (the first order may legitimately be observed before it has taken effect).
@@ -22,6 +22,7 @@ class Desired:
     # Lifecycle flags (POST /service/{svc}/pause, DELETE /service/{svc}).
     paused: frozenset[str] = frozenset()    # observed, never ordered
     deleting: frozenset[str] = frozenset()  # scaled to 0, then forgotten
+    specs: dict[str, ComputeSpec] = field(default_factory=dict)  # weight, max, priority
 
 
 @dataclass
@@ -57,7 +58,7 @@ def placements_to_fix(desired: Desired, strategy: str) -> dict[str, dict[str, in
         if placement_total(current) == total and all(c in desired.computes for c in current):
             continue
         try:
-            fixes[service] = place(total, computes, current, strategy)
+            fixes[service] = place(total, computes, current, strategy, specs=desired.specs)
         except NoComputeError:
             continue  # nowhere to put it yet; reported through the status
     return fixes

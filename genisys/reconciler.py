@@ -76,16 +76,10 @@ class Reconciler:
         self._dirty: set[str] = set()
         self._full_due = True
         self._wake = asyncio.Event()
-        store.resources_view.on_change = self._changed(store.resources_key_prefix)
-        store.placements_view.on_change = self._changed(store.placements_prefix)
-        store.lifecycle_view.on_change = self._changed(store.lifecycle_prefix)
-        store.computes_view.on_change = lambda keys: self._request_full()
 
-    def _changed(self, prefix: str):
-        def notice(keys: set[str]) -> None:
-            self._dirty.update(key[len(prefix):] for key in keys)
-            self._wake.set()
-        return notice
+    def _changed(self, services: set[str]) -> None:
+        self._dirty.update(services)
+        self._wake.set()
 
     def _request_full(self) -> None:
         self._full_due = True
@@ -95,6 +89,13 @@ class Reconciler:
         """Reconcile until cancelled (the election cancels it when leadership ends)."""
         log.info("reconciling as leader (term %s), full cycle every %gs", term.number,
                  self.poll_interval)
+        unsubscribe = self.store.subscribe(self._changed, self._request_full)
+        try:
+            await self._reconcile(term)
+        finally:
+            unsubscribe()
+
+    async def _reconcile(self, term) -> None:
         self._full_due = True
         self._recorded = None
         self._orders, self._unexpected = {}, set()

@@ -94,7 +94,8 @@ async def plan(store: ConsulStore, service: str, number: int, compute: str | Non
     seen = await store.read_desired(service)
     if seen.flags.get("deleting"):
         raise Conflict(f"service {service!r} is being deleted: scale it once it is gone.")
-    placement = place(number, list(indexes), seen.placement, strategy, compute)
+    specs = {c.name: c.spec for c, _ in computes}
+    placement = place(number, list(indexes), seen.placement, strategy, compute, specs)
     return Plan(placement, seen, {name: indexes[name] for name in placement})
 
 

@@ -353,12 +353,40 @@ class ConsulStore:
         self.tokens_view = PrefixView(self.consul, self.tokens_prefix)
         self._views = (self.computes_view, self.resources_view, self.placements_view,
                        self.lifecycle_view, self.tokens_view)
+        # Whoever reacts to changes (the leader, while it leads): see subscribe().
+        self._listeners: list[tuple[Callable[[set[str]], None], Callable[[], None]]] = []
+        for view, prefix in ((self.resources_view, resources_key_prefix),
+                             (self.placements_view, self.placements_prefix),
+                             (self.lifecycle_view, self.lifecycle_prefix)):
+            view.on_change = self._services_changed(prefix)
+        self.computes_view.on_change = lambda keys: self._computes_changed()
         # The replica's metrics travel with its store, which every part of it holds.
         self.metrics = metrics or ReplicaMetrics()
         self.consul.http.metrics = self.metrics
         for name, view in zip(("computes", "resources", "placements", "lifecycle", "tokens"),
                               self._views):
             self.metrics.watch_view(name, lambda view=view: view.out_of_sync_since)
+
+    def subscribe(self, on_services: Callable[[set[str]], None],
+                  on_computes: Callable[[], None]) -> Callable[[], None]:
+        """Call on_services(names) when the desired state (total, placement or flags) of
+        those services changed, on_computes() when the compute registry changed; returns
+        the function that unsubscribes. Called on the event loop, without I/O: a listener
+        only notes what changed."""
+        listener = (on_services, on_computes)
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _services_changed(self, prefix: str) -> Callable[[set[str]], None]:
+        def notify(keys: set[str]) -> None:
+            names = {key[len(prefix):] for key in keys}
+            for on_services, _ in list(self._listeners):
+                on_services(names)
+        return notify
+
+    def _computes_changed(self) -> None:
+        for _, on_computes in list(self._listeners):
+            on_computes()
 
     @classmethod
     def from_config(cls, section) -> "ConsulStore":
@@ -881,7 +909,8 @@ class ConsulStore:
         """The desired state of `services` (None: all) from the views, and per service
         the (total, placement) ModifyIndexes for the leader's check-and-set."""
         self._check_synced()
-        computes = {c.name: c.connector for c, _ in self._view_computes()[0]}
+        defined = [c for c, _ in self._view_computes()[0]]
+        computes = {c.name: c.connector for c in defined}
         resources = self.resources_view.entries
         if services is None:
             names = _valid_names(resources, self.resources_key_prefix)
@@ -905,8 +934,8 @@ class ConsulStore:
                 paused.add(service)
             if flags.get("deleting"):
                 deleting.add(service)
-        return Desired(computes, totals, placements, frozenset(paused),
-                       frozenset(deleting)), indexes
+        return Desired(computes, totals, placements, frozenset(paused), frozenset(deleting),
+                       {c.name: c.spec for c in defined}), indexes
 
     def _flags(self, service: str) -> dict:
         """The service's lifecycle flags from the view: {"paused": bool, "deleting": time}."""
