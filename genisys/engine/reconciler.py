@@ -49,7 +49,7 @@ from genisys.plan import (
     placements_to_fix,
 )
 from genisys.retirement import Retirement
-from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
+from genisys.store import ConsulError, ConsulStore, ConsulUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class Reconciler:
         """Write the placement fixes of `services` (None: all), one check-and-set each."""
         try:
             desired, indexes = self.store.desired_snapshot(services)
-        except (ConsulUnavailable, ConsulException):
+        except (ConsulUnavailable, ConsulError):
             self._again(services or set(), "unavailable")
             return
         fixes = self.placements(desired)
@@ -232,7 +232,7 @@ class Reconciler:
                 try:
                     written = await self.store.leader_write(
                         term.session, {service: (placement, *indexes[service])}, {})
-                except (ConsulUnavailable, ConsulException) as exc:
+                except (ConsulUnavailable, ConsulError) as exc:
                     log.warning("cannot place %s: %s; trying again", service, exc)
                     self._again({service}, "unavailable")
                     return
@@ -274,8 +274,8 @@ class Reconciler:
             if not term.valid() or not await self.store.leader_write(
                     term.session, {}, {s: {**r, "observed_at": now} for s, r in records.items()},
                     histories):
-                raise ConsulException("the leader's status write was refused")
-        except (ConsulUnavailable, ConsulException) as exc:
+                raise ConsulError("the leader's status write was refused")
+        except (ConsulUnavailable, ConsulError) as exc:
             log.warning("cannot record the status of %d services, trying again: %s",
                         len(services), exc)
             self.observations.dirty |= services
@@ -337,7 +337,7 @@ class Reconciler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the loop must survive anything a pass meets
-            if isinstance(exc, (ConsulUnavailable, ConsulException)):
+            if isinstance(exc, (ConsulUnavailable, ConsulError)):
                 log.warning("full reconcile pass skipped, the next one will retry: %s", exc)
             else:
                 log.exception("full reconcile pass failed, the next one will retry")

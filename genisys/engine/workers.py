@@ -30,7 +30,7 @@ from genisys.engine.calls import ComputeCalls, timed_out
 from genisys.metrics import direction
 from genisys.model import Compute
 from genisys.plan import Desired, ScaleOrder, order_reason
-from genisys.store import ConsulException, ConsulUnavailable
+from genisys.store import ConsulError, ConsulUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class ComputeWorker:
                 poll_interval=self.engine.poll_interval)
             try:
                 desired = self.engine.desired(services)
-            except (ConsulUnavailable, ConsulException) as exc:
+            except (ConsulUnavailable, ConsulError) as exc:
                 log.debug("cannot read the desired state of %d services: %s; again in %gs",
                           len(services), exc, UNAVAILABLE_RETRY)
                 again = time.monotonic() + UNAVAILABLE_RETRY
