@@ -68,8 +68,12 @@ class Observations:
                 del self.in_progress[pair]
             self._touch(service)
         for service, sentence in observation.errors.items():
-            self.counts.pop((service, compute), None)
-            self.errors[service, compute] = sentence
+            pair = (service, compute)
+            self.counts.pop(pair, None)
+            self.errors[pair] = sentence
+            entry = self.in_progress.get(pair)
+            if entry is not None and now - entry.started >= poll_interval:
+                del self.in_progress[pair]  # unanswered that long: an error, not progress
             self._touch(service)
 
     def view(self, compute: str, services: set[str]) -> Observed:

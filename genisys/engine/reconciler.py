@@ -130,7 +130,6 @@ class Reconciler:
 
     async def _run(self, term) -> None:
         reason = "start"
-        started = False
         next_full = time.monotonic()
         while True:
             self._wake.clear()
@@ -140,10 +139,7 @@ class Reconciler:
                 reason = "poll"
             if reason is not None:
                 ok = await self._full_pass(term, reason)
-                if ok and not started:  # the workers need the managed services
-                    started = True
-                    await self._sync_workers()
-                elif ok and reason == "computes":
+                if ok:  # after the pass: the workers need the managed services
                     await self._sync_workers()
                 reason = None if ok else "retry"
                 next_full = time.monotonic() + (self.poll_interval if ok
@@ -153,8 +149,7 @@ class Reconciler:
                 self._retry_at = None
                 services, self._to_place = self._to_place, set()
                 await self._place(term, services)
-            if started:
-                await self._record(term)
+            await self._record(term)
             wake_at = next_full if self._retry_at is None else min(next_full, self._retry_at)
             try:
                 async with asyncio.timeout(max(0.0, wake_at - time.monotonic())):
@@ -168,7 +163,7 @@ class Reconciler:
         """One worker per defined compute; a compute redefined (URL, token) gets a new one."""
         computes = {c.name: c for c in await self.store.list_computes()}
         gone = {name for name, worker in self.workers.items()
-                if computes.get(name) != worker.compute}
+                if name not in computes or _reached(computes[name]) != _reached(worker.compute)}
         await self._stop_workers(gone)
         for name in gone - computes.keys():
             self.observations.forget_compute(name)
@@ -367,6 +362,11 @@ def service_states(desired: Desired, managed: set[str], observed: Observed) -> d
                for c in desired.computes))
     return {"managed": len(managed), "failing": len(failing), "converged": converged,
             "paused": len(desired.paused & managed)}
+
+
+def _reached(compute: Compute) -> tuple[str, str | None]:
+    """What a worker's calls depend on."""
+    return compute.connector, compute.token
 
 
 def _describe(placement: dict[str, int]) -> str:

@@ -124,6 +124,7 @@ class ComputeWorker:
     async def _handle(self, services: set[str], bulk: bool):
         """Observe, decide, act for `services` (already marked active); the observation,
         or None when the desired state could not be read."""
+        held = set(services)  # released as soon as each service is done
         try:
             observation = await self.calls.observe(services, bulk)
             self.engine.observations.observed(
@@ -144,18 +145,19 @@ class ComputeWorker:
             decision = self.engine.decide(
                 desired, self.engine.observations.view(self.name, services))
             orders = [o for o in decision.orders if o.compute == self.name]
-            self._release(services - {o.service for o in orders})
+            ordered = {o.service for o in orders}
+            self._release(held - ordered)
+            held &= ordered
             if orders:
                 log.debug("%s: %s", self.name, decision.sentence)
             await asyncio.gather(*(self._order(o, desired) for o in orders))
             return observation
         finally:
-            self._release(services)
+            self._release(held)
 
     def _release(self, services: set[str]) -> None:
         """Done with `services` for now: their orders in progress are looked at again
         later, names queued meanwhile are handled now."""
-        services = services & self._active
         if not services:
             return
         self._active -= services
