@@ -49,14 +49,20 @@ class HungConnector:
 
     def __init__(self):
         self.pending = 0
+        self.connections = []
 
     async def start(self) -> str:
         async def answer_never(reader, writer):
             self.pending += 1
-            await asyncio.Event().wait()
+            self.connections.append(writer)  # kept open, never written to
 
         self.server = await asyncio.start_server(answer_never, "127.0.0.1", 0)
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def close(self) -> None:
+        self.server.close()
+        for writer in self.connections:
+            writer.close()
 
 
 class RacedStore(ConsulStore):
@@ -179,10 +185,10 @@ def test_a_hung_compute_does_not_delay_a_healthy_one(consul, prefix):
                         what="web at 2 on healthy, the hung compute asked")
             # The order arrived while the hung compute's call waits for its 30 s timeout.
             assert engine.reconciler.workers["hung"].failing_since is None
-            status = await until(lambda: engine.reconciler._recorded.get("web"),
-                                 what="web recorded")
-            assert status["observed"] == {"healthy": 2}
-        hung.server.close()
+            await until(lambda: engine.reconciler._recorded.get("web", {}).get("observed")
+                        == {"healthy": 2}, what="web recorded at 2 on healthy")
+            assert hung.pending >= 1 and engine.reconciler.workers["hung"].failing_since is None
+        hung.close()
 
     run(scenario)
 
