@@ -238,3 +238,24 @@ def test_a_lost_placement_check_and_set_requeues_only_that_service(consul, prefi
             assert json.loads(consul.kv_get(f"{prefix}placements/web")) == {"local": 3}
 
     run(scenario)
+
+
+def test_a_newer_number_replaces_an_order_in_progress_at_once(consul, prefix):
+    """x=3 then x=0 with a backend slower than connector.timeout left 3 instances running
+    until the next full poll while the status said observed 0."""
+    backend = MemoryBackend(delay=3.0)
+
+    async def scenario():
+        async with Engine(consul, prefix, {"slow": backend}, timeout=1.0) as engine:
+            await engine.scale("x", 3, {"slow": 3})
+            await until(lambda: backend.scales == [("x", 3)], what="the order to 3")
+            await engine.scale("x", 0, {})
+            await until(lambda: backend.scales == [("x", 3), ("x", 0)],
+                        what="the order to 0, once the one to 3 timed out")
+            await until(lambda: backend.counts.get("x") == 0, what="x at 0")
+            await until(lambda: engine.reconciler._recorded.get("x", {}).get("observed")
+                        == {"slow": 0} and not engine.reconciler._recorded["x"]["in_progress"],
+                        what="x recorded at 0, nothing in progress")
+            assert backend.counts["x"] == 0  # the order to 3 was replaced, never completed
+
+    run(scenario)
