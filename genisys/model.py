@@ -114,8 +114,10 @@ def validate_token(value, what: str = "token") -> str:
     return value
 
 
-# The placement fields of a compute definition (genisys/placement.py says what they do).
-PLACEMENT_FIELDS = ("weight", "max", "priority")
+# The placement fields of a compute definition and their defaults (genisys/placement.py
+# says what they do).
+PLACEMENT_DEFAULTS = {"weight": 1, "max": None, "priority": 0}
+PLACEMENT_FIELDS = tuple(PLACEMENT_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -162,18 +164,26 @@ class Compute:
         return ComputeSpec(self.weight, self.max, self.priority)
 
     def to_dict(self) -> dict:
-        """The stored form, the token included."""
-        body = {"name": self.name, "connector": self.connector, "weight": self.weight,
-                "max": self.max, "priority": self.priority}
-        if self.deleting:
-            body["deleting"] = self.deleting
+        """The stored form, the token included; placement fields only when not the
+        default (a replica of an older version still reads the other computes)."""
+        body = self._fields(defaults=False)
         if self.token:
             body["token"] = self.token
         return body
 
     def public_dict(self) -> dict:
-        """What the API shows: the token only as "set" (absent when there is none)."""
-        body = self.to_dict()
+        """What the API shows: every placement field, the token only as "set" (absent
+        when there is none)."""
+        body = self._fields(defaults=True)
         if self.token:
             body["token"] = "set"
+        return body
+
+    def _fields(self, defaults: bool) -> dict:
+        placement = {"weight": self.weight, "max": self.max, "priority": self.priority}
+        body = {"name": self.name, "connector": self.connector,
+                **{field: value for field, value in placement.items()
+                   if defaults or value != PLACEMENT_DEFAULTS[field]}}
+        if self.deleting:
+            body["deleting"] = self.deleting
         return body

@@ -19,7 +19,7 @@ def test_post_creates_a_compute_stored_in_consul(replica, consul, prefix):
     assert response.status_code == 201
     assert response.json() == SHOWN
     assert response.headers["Location"] == "/compute/localdc"
-    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == SHOWN
+    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == LOCAL  # defaults left out
 
 
 def test_get_lists_every_compute_in_definition_order(replica):
@@ -119,7 +119,7 @@ def test_post_of_an_existing_name_is_a_conflict(replica, consul, prefix):
     response = replica.request("POST", "/compute", {**LOCAL, "connector": "http://other:1"})
     assert response.status_code == 409
     assert response.json() == {"error": "compute 'localdc' already exists."}
-    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == SHOWN
+    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == LOCAL
 
 
 def test_put_naming_another_compute_is_refused(replica):
@@ -260,10 +260,12 @@ def test_weight_max_and_priority_are_stored_shown_and_updated(replica, consul, p
     assert response.json() == {**LOCAL, **limits}
     assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == {**LOCAL, **limits}
     assert replica.request("GET", "/compute").json() == {"localdc": {**LOCAL, **limits}}
+    # A PUT replaces the definition: fields left out take their defaults (not stored).
     response = replica.request("PUT", "/compute/localdc", {"connector": LOCAL["connector"],
                                                            "max": None, "priority": "7"})
     assert response.json() == {**LOCAL, "weight": 1, "max": None, "priority": 7}
     assert replica.request("GET", "/compute/localdc").json()["priority"] == 7
+    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == {**LOCAL, "priority": 7}
 
 
 def test_a_bad_limit_in_a_put_changes_nothing(replica):

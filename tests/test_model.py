@@ -64,8 +64,9 @@ def test_invalid_connector_urls(url):
 
 def test_compute_round_trip():
     compute = Compute.from_dict({"name": "local", "connector": "http://localhost:7051"})
-    assert compute.to_dict() == {"name": "local", "connector": "http://localhost:7051",
-                                 "weight": 1, "max": None, "priority": 0}
+    assert compute.to_dict() == {"name": "local", "connector": "http://localhost:7051"}
+    assert compute.public_dict() == {"name": "local", "connector": "http://localhost:7051",
+                                     "weight": 1, "max": None, "priority": 0}
 
 
 def test_international_host_names_are_idna_encoded():
@@ -95,7 +96,7 @@ def test_one_connector_written_two_ways_has_one_identity():
 
 def test_a_stored_compute_keeps_its_deletion_mark_and_the_api_form_refuses_it():
     stored = {"name": "c", "connector": "http://h:1", "deleting": "2026-11-25T10:00:00"}
-    assert Compute.from_stored(stored).to_dict() == {**stored, "weight": 1, "max": None, "priority": 0}
+    assert Compute.from_stored(stored).to_dict() == stored
     with pytest.raises(ValidationError, match="unknown field 'deleting'"):
         Compute.from_dict(stored)
 
