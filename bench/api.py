@@ -316,7 +316,7 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     bare_url = f"http://127.0.0.1:{bare_port}"
     bare = ChildProcess("the bare Tornado server",
                         [sys.executable, "-m", "bench.api", "--serve-bare", str(bare_port)],
-                        workdir / "bare-tornado.log", cpus=server_cpus)
+                        workdir / "bare-tornado.log", cpus=server_cpus).start()
     stack.callback(bare.stop)
 
     wait_until(ready(replica, lambda: serves_computes(replica.url)), timeout=20,

@@ -60,6 +60,7 @@ class ConnectorProcess(ChildProcess):
         super().__init__(module, [sys.executable, "-m", module, "--bind", "127.0.0.1",
                                   "--port", "0", *args],
                          log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.start()
         self.port = wait_until(self._listening_port, start_timeout, f"{module} to listen")
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -88,8 +89,9 @@ class ConnectorProcess(ChildProcess):
 
 
 class CountingConnector(ConnectorProcess):
-    """bench/counting_connector.py: any service, no backend; `arrivals` tells when each
-    scale order reached it (its --order-log, read as it grows)."""
+    """bench/counting_connector.py: any service, no backend. Its --order-log, read as it
+    grows, tells when each scale order reached it (`arrival`) and when its backend was
+    done with it (`completion`)."""
 
     def __init__(self, *args: str, log_path: Path):
         self._orders_path = log_path.with_suffix(".orders")
@@ -98,24 +100,35 @@ class CountingConnector(ConnectorProcess):
                          *args, log_path=log_path)
         self._orders = open(self._orders_path)
         self._partial = ""
-        self.arrivals: dict[tuple[str, int], float] = {}  # first time.time() of each order
+        # The first time.time() of each order (service, number): arrived, carried out.
+        self.arrivals: dict[tuple[str, int], float] = {}
+        self.completions: dict[tuple[str, int], float] = {}
 
-    def read_orders(self) -> dict[tuple[str, int], float]:
+    def _read_orders(self) -> None:
         text = self._partial + self._orders.read()
         *lines, self._partial = text.split("\n")
         for line in lines:
-            stamp, service, number = line.split()
-            self.arrivals.setdefault((service, int(number)), float(stamp))
-        return self.arrivals
+            stamp, service, number, *done = line.split()
+            seen = self.completions if done else self.arrivals
+            seen.setdefault((service, int(number)), float(stamp))
+
+    def _wait_for(self, seen: dict, service: str, number: int, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._read_orders()
+            if (service, number) in seen:
+                return seen[service, number]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.002)  # the connector stamps the times: polling adds no error
 
     def arrival(self, service: str, number: int, timeout: float = 10.0) -> float | None:
         """When the order `service` to `number` arrived; None if not within `timeout`."""
-        deadline = time.monotonic() + timeout
-        while (service, number) not in self.read_orders():
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.002)  # the connector stamps the arrival: polling adds no error
-        return self.arrivals[service, number]
+        return self._wait_for(self.arrivals, service, number, timeout)
+
+    def completion(self, service: str, number: int, timeout: float = 10.0) -> float | None:
+        """When the backend was done with that order; None if not within `timeout`."""
+        return self._wait_for(self.completions, service, number, timeout)
 
     def counts(self) -> dict[str, int]:
         """Every service's count, in one GET /status."""

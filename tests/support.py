@@ -83,17 +83,25 @@ def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, grace: float = 1
 
 
 class ChildProcess:
-    """A command in its own process, named `name` in errors, its output in a log file."""
+    """A command in its own process, named `name` in errors, its output in a log file;
+    start() launches it."""
 
     def __init__(self, name: str, command: list[str], log_path: Path, cwd: Path = ROOT,
                  env: dict | None = None, cpus: set[int] | None = None):
         self.name = name
+        self.command = command
         self.log_path = log_path
-        self._output = open(log_path, "ab")
+        self.cwd, self.env, self.cpus = cwd, env, cpus
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ChildProcess":
+        self._log = open(self.log_path, "ab")
+        cpus = self.cpus
         self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._output,
-            stderr=subprocess.STDOUT,
+            self.command, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        return self
 
     @property
     def pid(self) -> int:
@@ -108,14 +116,16 @@ class ChildProcess:
             raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n"
                                  f"{self.log()[-5000:]}")
 
-    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int | None:
         """Stop it with `sig`, SIGKILL after `timeout` (and then raise); its exit code."""
+        if self.process is None:
+            return None
         try:
             if not stop_process(self.process, sig, timeout):
                 raise AssertionError(f"{self.name} did not stop within {timeout}s:\n"
                                      f"{self.log()[-5000:]}")
         finally:
-            self._output.close()
+            self._log.close()
         return self.process.returncode
 
 
@@ -186,7 +196,7 @@ def unique_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:10]}/"
 
 
-class Replica:
+class Replica(ChildProcess):
     """A Genisys replica: `python main.py` in its own process, on a free port; `cpus`
     pins it to those CPUs (benchmarks)."""
 
@@ -211,30 +221,16 @@ class Replica:
             config.setdefault(section, {}).update(values)
         self.config_path = self.dir / "genisys.yml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
-        self.env.update(env or {})
         self.args = list(args)  # more command-line options, like --insecure
-        self.cpus = cpus
-        self.log_path = self.dir / "replica.log"
-        self._child: ChildProcess | None = None
-
-    @property
-    def process(self) -> subprocess.Popen | None:
-        return self._child.process if self._child else None
-
-    @property
-    def pid(self) -> int:
-        return self._child.pid
-
-    def check(self) -> None:
-        """Raise, with its log, when the replica has exited."""
-        self._child.check()
+        replica_env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
+        replica_env.update(env or {})
+        super().__init__(f"the replica on port {self.port}",
+                         [sys.executable, str(ROOT / "main.py"), "--config",
+                          str(self.config_path), *self.args],
+                         self.dir / "replica.log", cwd=self.dir, env=replica_env, cpus=cpus)
 
     def start(self, wait: bool = True) -> "Replica":
-        self._child = ChildProcess(
-            f"the replica on port {self.port}",
-            [sys.executable, str(ROOT / "main.py"), "--config", str(self.config_path),
-             *self.args], self.log_path, cwd=self.dir, env=self.env, cpus=self.cpus)
+        super().start()
         if wait:
             wait_until(self.serving, timeout=15, what=f"replica on port {self.port}")
         return self
@@ -246,12 +242,6 @@ class Replica:
             return True
         except requests.ConnectionError:
             return False
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int | None:
-        return self._child.stop(sig, timeout) if self._child else None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def request(self, method: str, path: str, body=None, **kwargs) -> requests.Response:
         if body is not None and not isinstance(body, (str, bytes)):
