@@ -285,7 +285,11 @@ def wasted_cycles(bench: Bench, before: dict, after: dict, logged: int, requests
                 f"of which up to {periodic} periodic (poll_interval "
                 f"{bench.args.poll_interval})")
     if not counters:
-        bench.row(figure, f"counter missing in /metrics; {inferred}", "0 (counted)", None)
+        cycles = sum(v - before.get(k, 0.0) for k, v in after.items()
+                     if k.startswith("genisys_reconcile_total"))
+        bench.row(figure, f"counter missing in /metrics (it counts {cycles:g} cycles of any "
+                          f"kind meanwhile, genisys_reconcile_total); {inferred}",
+                  "0 (counted)", None)
         return
     shown = ", ".join(f"{k} +{v:g}" for k, v in sorted(counters.items()))
     full = {k: v for k, v in counters.items() if "full" in k.split("{")[0]}
@@ -352,7 +356,7 @@ def throughput_part(bench: Bench) -> None:
     tool = loadgen.choose()
     bench.stack.callback(tool.close)
     print(f"\nthroughput: {CONNECTIONS} connections on one replica, {args.duration} s each "
-          f"after 1 s of warm-up; {tool.describe()}", flush=True)
+          f"after {args.warmup} s of warm-up; {tool.describe()}", flush=True)
     for what in ("computes", "services"):
         prefix = unique_prefix()
         connector = bench.counting(f"throughput-{what}")
@@ -369,7 +373,7 @@ def throughput_part(bench: Bench) -> None:
                 bench.row(label, str(exc), f">= {THROUGHPUT:g} req/s", None)
                 break
             load = OtherLoad([bench.consul.pid, connector.pid, replica.pid])
-            result = post_load(tool, replica, what, args.duration, f"{what[0]}{size}")
+            result = post_load(tool, replica, what, args, f"{what[0]}{size}")
             share = f"; {result.rps / first:.0%} of the first row" if first else ""
             errors = (f"; {result.non2xx} non-2xx, {result.socket_errors} socket errors"
                       if result.non2xx or result.socket_errors else "")
@@ -401,7 +405,7 @@ def store(bench: Bench, replica: Replica, connector: CountingConnector, prefix: 
     return size
 
 
-def post_load(tool: loadgen.LoadGenerator, replica: Replica, what: str, seconds: int,
+def post_load(tool: loadgen.LoadGenerator, replica: Replica, what: str, args,
               tag: str) -> loadgen.Result:
     if what == "computes":  # each compute its own connector URL: two may not share one
         request = loadgen.Request(
@@ -416,8 +420,9 @@ def post_load(tool: loadgen.LoadGenerator, replica: Replica, what: str, seconds:
             unique_body=lambda t, n: b'{"number":1}', lua_body="""'{"number":1}'""",
             unique_path=lambda t, n: f"/service/{t}-{n}/scale",
             lua_path="""'/service/' .. tag .. '-' .. n .. '/scale'""")
-    tool.run(request, CONNECTIONS, 1, f"{tag}w")
-    return tool.run(request, CONNECTIONS, seconds, f"{tag}m")
+    if args.warmup:
+        tool.run(request, CONNECTIONS, args.warmup, f"{tag}w")
+    return tool.run(request, CONNECTIONS, args.duration, f"{tag}m")
 
 
 # -- bulk: many desired totals written at once -----------------------------------------------
@@ -539,6 +544,7 @@ def parse_args(argv):
                         help="scale requests per row with other services (30)")
     parser.add_argument("--hang-requests", type=int, default=20)
     parser.add_argument("--duration", type=int, default=5, help="seconds per throughput row")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up before it")
     parser.add_argument("--poll-interval", default="15s", help="connector.poll_interval")
     parser.add_argument("--connector-timeout", default="5s", help="connector.timeout")
     parser.add_argument("--converge-timeout", type=float, default=300.0,
@@ -556,8 +562,9 @@ def parse_args(argv):
                      f"the parts are {', '.join(PARTS)}")
     if args.quick:
         args.services, args.stored, args.bulk = [1000], [100, 1000], 1000
-        args.requests, args.background_requests, args.hang_requests = 20, 10, 5
-        args.duration, args.poll_interval, args.connector_timeout = 1, "5s", "1s"
+        args.requests, args.background_requests, args.hang_requests = 20, 10, 3
+        args.duration, args.warmup = 1, 0
+        args.poll_interval, args.connector_timeout = "3s", "1s"
         args.converge_timeout, args.order_timeout, args.row_seconds = 30.0, 10.0, 15.0
     return args
 
@@ -587,6 +594,9 @@ def main(argv=None) -> int:
                 if name in args.only:
                     with ExitStack() as part:  # each part stops its own processes
                         bench.stack = part
+                        began = time.monotonic()
+                        part.callback(lambda: print(f"  ({name}: {time.monotonic() - began:.0f}"
+                                                    f" s)", flush=True))
                         try:
                             parts[name](bench)
                         except (NotConverged, AssertionError, OSError,
