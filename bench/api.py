@@ -116,6 +116,17 @@ def serve_bare(port: int, count: int) -> int:
 
 # -- processes ----------------------------------------------------------------------------
 
+def create_compute(url: str) -> loadgen.Request:
+    """POST /compute, a new compute each time. Each has its own connector URL (two computes
+    may not share one); nothing listens on port 9, so the leader's calls fail at once."""
+    return loadgen.Request(
+        "POST", f"{url}/compute",
+        unique_body=lambda tag, n: (f'{{"name":"{tag}-{n}",'
+                                    f'"connector":"http://127.0.0.1:9/{tag}-{n}"}}').encode(),
+        lua_body="""'{"name":"' .. tag .. '-' .. n .. '","connector":"http://127.0.0.1:9/' """
+                 """.. tag .. '-' .. n .. '"}'""")
+
+
 def serves_computes(url: str, ca_file: str | None = None, headers: dict | None = None) -> bool:
     """The server at `url` lists the bench's computes (all of them)."""
     status, body = http_request("GET", f"{url}/compute", headers=headers, timeout=5,
@@ -368,14 +379,7 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     print(HEADER)
 
     genisys, consul_url = replica.url, consul.url
-    post = loadgen.Request(
-        "POST", f"{genisys}/compute",
-        # Each compute its own connector URL (two computes may not share one); nothing
-        # listens on port 9, so the leader's calls to them fail at once.
-        unique_body=lambda tag, n: (f'{{"name":"{tag}-{n}",'
-                                    f'"connector":"http://127.0.0.1:9/{tag}-{n}"}}').encode(),
-        lua_body="""'{"name":"' .. tag .. '-' .. n .. '","connector":"http://127.0.0.1:9/' """
-                 """.. tag .. '-' .. n .. '"}'""")
+    post = create_compute(genisys)
     requests = {
         GET_ITEM: (loadgen.Request("GET", f"{genisys}/compute/{ITEM}"), replica.pid),
         BARE_ITEM: (loadgen.Request("GET", f"{bare_url}/compute/{ITEM}"), bare.pid),

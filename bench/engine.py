@@ -50,10 +50,13 @@ from pathlib import Path
 import requests
 
 from bench import loadgen
+from bench.api import create_compute
 from bench.proc import OtherLoad, memory_mb
+from bench.reconcile import scale_through
 from tests.connector_helpers import CountingConnector
 from tests.faulty_connector import FaultyProcess
-from tests.support import ConsulAgent, Replica, percentile, the_leader, unique_prefix
+from tests.support import (ConsulAgent, Replica, TimedOut, percentile, the_leader,
+                           unique_prefix, wait_until)
 
 LATENCY_P50, LATENCY_P99 = 15.0, 50.0           # ms, no other service
 LOADED_P50, LOADED_P99 = 20.0, 60.0             # ms, with 10,000 and 100,000 others
@@ -65,10 +68,6 @@ LATE_FACTOR = 2.0                               # x connector.timeout
 LATE_BACKEND = 1.6                              # the backend's scale time, x the timeout
 CONNECTIONS = 16
 PARTS = ("latency", "hang", "throughput", "bulk", "late")
-
-
-class NotConverged(Exception):
-    """A step did not finish within its time limit: the bench says so and goes on."""
 
 
 @dataclass
@@ -99,7 +98,7 @@ class Bench:
             self.stack.callback(stop_quietly, replica)
             started.append(replica.start(wait=False))
         for replica in started:
-            wait_for(replica.serving, 30, f"replica {replica.url} to serve")
+            wait_until(replica.serving, 30, f"replica {replica.url} to serve")
         return started
 
     def counting(self, name: str, *args: str) -> CountingConnector:
@@ -115,16 +114,8 @@ def stop_quietly(process) -> None:
         print(f"warning: {str(exc)[:300]}", file=sys.stderr)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Poll `predicate` until truthy; NotConverged after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise NotConverged(f"{what}: did not converge within {timeout:g} s")
-        time.sleep(interval)
+def not_converged(exc: TimedOut) -> str:
+    return f"{exc.what}: did not converge within {exc.timeout:g} s"
 
 
 def verdict(met: bool | None) -> str:
@@ -134,7 +125,7 @@ def verdict(met: bool | None) -> str:
 def add_compute(replica: Replica, name: str, url: str) -> None:
     response = replica.request("POST", "/compute", {"name": name, "connector": url})
     if response.status_code != 201:
-        raise NotConverged(f"POST /compute {name} answered {response.status_code}: "
+        raise AssertionError(f"POST /compute {name} answered {response.status_code}: "
                            f"{response.text[:200]}")
 
 
@@ -195,15 +186,9 @@ def latency_part(bench: Bench) -> None:
     followers = [r for r in replicas if r is not leader]
     session = requests.Session()
 
-    def one(service: str, number: int, follower: Replica) -> float | None:
-        started = time.time()
-        response = session.post(f"{follower.url}/service/{service}/scale",
-                                json={"number": number}, timeout=30)
-        if response.status_code != 202:
-            print(f"    {service}: {response.status_code} {response.text[:200]}")
-            return None
-        arrived = connector.arrival(service, number, timeout=args.order_timeout)
-        return None if arrived is None else 1000 * (arrived - started)
+    def one(service: str, number: int, replica: Replica) -> float | None:
+        times = scale_through(session, replica, connector, service, number, args.order_timeout)
+        return None if times is None else 1000 * (times[2] - times[0])
 
     def measure_row(label: str, count: int) -> list[float]:
         samples, lost, deadline = [], 0, time.monotonic() + args.row_seconds
@@ -247,12 +232,12 @@ def latency_part(bench: Bench) -> None:
             background.update(more)
             started = time.monotonic()
             put_totals(bench, prefix, more)
-            wait_for(lambda: running_all([connector], background), args.converge_timeout,
+            wait_until(lambda: running_all([connector], background), args.converge_timeout,
                      f"{others:,} other services to run on the connector", interval=1.0)
             print(f"    {others:,} other services written and running after "
                   f"{time.monotonic() - started:.1f} s", flush=True)
-        except NotConverged as exc:
-            bench.row(label, str(exc), f"p50 <= {LOADED_P50:g} ms", None)
+        except TimedOut as exc:
+            bench.row(label, not_converged(exc), f"p50 <= {LOADED_P50:g} ms", None)
             break
         load = OtherLoad([bench.consul.pid, connector.pid, *(r.pid for r in replicas)])
         samples = measure_row(f"lat{others}", args.background_requests)
@@ -320,7 +305,7 @@ def hang_part(bench: Bench) -> None:
         "poll_interval": args.poll_interval, "timeout": args.connector_timeout}})
     add_compute(replica, "healthy", healthy.url)
     add_compute(replica, "hung", hung.url)
-    wait_for(replica.leads, 30, "the replica to lead")
+    wait_until(replica.leads, 30, "the replica to lead")
     response = replica.request("POST", "/service/stuck/scale", {"number": 1, "compute": "hung"})
     print(f"    a service on the hung compute: {response.status_code}")
     load = OtherLoad([bench.consul.pid, healthy.pid, replica.pid])
@@ -362,15 +347,15 @@ def throughput_part(bench: Bench) -> None:
         connector = bench.counting(f"throughput-{what}")
         replica, = bench.replicas(1, prefix, {"connector": {"poll_interval": "60s"}})
         add_compute(replica, "local", connector.url)
-        wait_for(replica.leads, 30, "the replica to lead")
+        wait_until(replica.leads, 30, "the replica to lead")
         first, stored = None, 0
         for size in args.stored:
             label = (f"POST /compute with {size:,} computes stored" if what == "computes"
                      else f"POST /service/<s>/scale with {size:,} services stored")
             try:
                 stored = store(bench, replica, connector, prefix, what, stored, size)
-            except NotConverged as exc:
-                bench.row(label, str(exc), f">= {THROUGHPUT:g} req/s", None)
+            except TimedOut as exc:
+                bench.row(label, not_converged(exc), f">= {THROUGHPUT:g} req/s", None)
                 break
             load = OtherLoad([bench.consul.pid, connector.pid, replica.pid])
             result = post_load(tool, replica, what, args, f"{what[0]}{size}")
@@ -395,25 +380,20 @@ def store(bench: Bench, replica: Replica, connector: CountingConnector, prefix: 
             f"{prefix}computes/c{i:06d}": json.dumps(
                 {"connector": f"http://127.0.0.1:9/c{i:06d}", "name": f"c{i:06d}"},
                 separators=(",", ":"), sort_keys=True) for i in range(stored, size)})
-        wait_for(lambda: len(replica.request("GET", "/compute").json()) >= size + 1,
+        wait_until(lambda: len(replica.request("GET", "/compute").json()) >= size + 1,
                  bench.args.converge_timeout, f"the replica to list {size:,} computes")
     else:
         totals = {f"s{i:06d}": 1 for i in range(size)}
         put_totals(bench, prefix, {s: 1 for s in list(totals)[stored:]})
-        wait_for(lambda: running_all([connector], totals), bench.args.converge_timeout,
+        wait_until(lambda: running_all([connector], totals), bench.args.converge_timeout,
                  f"{size:,} services to run", interval=0.5)
     return size
 
 
 def post_load(tool: loadgen.LoadGenerator, replica: Replica, what: str, args,
               tag: str) -> loadgen.Result:
-    if what == "computes":  # each compute its own connector URL: two may not share one
-        request = loadgen.Request(
-            "POST", f"{replica.url}/compute",
-            unique_body=lambda t, n: (f'{{"name":"{t}-{n}",'
-                                      f'"connector":"http://127.0.0.1:9/{t}-{n}"}}').encode(),
-            lua_body="""'{"name":"' .. tag .. '-' .. n .. '","connector":"""
-                     """"http://127.0.0.1:9/' .. tag .. '-' .. n .. '"}'""")
+    if what == "computes":
+        request = create_compute(replica.url)
     else:
         request = loadgen.Request(
             "POST", f"{replica.url}/service/new/scale",
@@ -439,7 +419,7 @@ def bulk_part(bench: Bench) -> None:
                                           "placement": {"strategy": "spread"}})
     for i, connector in enumerate(connectors):
         add_compute(replica, f"c{i}", connector.url)
-    wait_for(replica.leads, 30, "the replica to lead")
+    wait_until(replica.leads, 30, "the replica to lead")
     totals = {f"svc-{i:06d}": 1 + i % 3 for i in range(count)}
     load = OtherLoad([bench.consul.pid, replica.pid, *(c.pid for c in connectors)])
     started = time.monotonic()
@@ -447,10 +427,10 @@ def bulk_part(bench: Bench) -> None:
     written = time.monotonic() - started
     figure = f"{count:,} desired totals written at once: until every connector runs its count"
     try:
-        wait_for(lambda: running_all(connectors, totals), args.converge_timeout,
+        wait_until(lambda: running_all(connectors, totals), args.converge_timeout,
                  f"{count:,} services to run", interval=1.0)
-    except NotConverged as exc:
-        bench.row(figure, str(exc), f"<= {BULK_SECONDS:g} s", False)
+    except TimedOut as exc:
+        bench.row(figure, not_converged(exc), f"<= {BULK_SECONDS:g} s", False)
         return
     converged = time.monotonic() - started
     bench.row(figure, f"{converged:.1f} s (written in {written:.1f} s); {load_note(load)}",
@@ -459,10 +439,10 @@ def bulk_part(bench: Bench) -> None:
     figure = f"next full cycle over {count:,} services (bulk status)"
     limit = parse_seconds(args.poll_interval) + args.converge_timeout
     try:
-        took = wait_for(lambda: FULL_CYCLE.search(replica.log()[seen:]), limit,
+        took = wait_until(lambda: FULL_CYCLE.search(replica.log()[seen:]), limit,
                         "a full cycle in the leader's log", interval=0.25)
-    except NotConverged as exc:
-        bench.row(figure, str(exc), f"<= {FULL_CYCLE_SECONDS:g} s", None)
+    except TimedOut as exc:
+        bench.row(figure, not_converged(exc), f"<= {FULL_CYCLE_SECONDS:g} s", None)
         return
     seconds = int(took[2]) / 1000
     bench.row(figure, f"{seconds:.2f} s ({took[1]})", f"<= {FULL_CYCLE_SECONDS:g} s",
@@ -482,7 +462,7 @@ def late_part(bench: Bench) -> None:
     replica, = bench.replicas(1, prefix, {"connector": {
         "poll_interval": args.poll_interval, "timeout": args.connector_timeout}})
     add_compute(replica, "local", connector.url)
-    wait_for(replica.leads, 30, "the replica to lead")
+    wait_until(replica.leads, 30, "the replica to lead")
     response = replica.request("POST", "/service/late/scale", {"number": 3})
     figure = f"late order (backend {backend:g} s): from its completion until the status shows it"
     target = f"<= {LATE_FACTOR:g} x connector.timeout = {LATE_FACTOR * timeout:g} s"
@@ -503,9 +483,9 @@ def late_part(bench: Bench) -> None:
 
     limit = 2 * parse_seconds(args.poll_interval) + timeout
     try:
-        wait_for(shown, limit, "the status to show the count")
-    except NotConverged as exc:
-        bench.row(figure, str(exc), target, False)
+        wait_until(shown, limit, "the status to show the count")
+    except TimedOut as exc:
+        bench.row(figure, not_converged(exc), target, False)
         return
     seconds = time.time() - done
     said = {k: meanwhile[k] for k in ("observed", "errors", "target") if k in meanwhile}
@@ -599,9 +579,10 @@ def main(argv=None) -> int:
                                                     f" s)", flush=True))
                         try:
                             parts[name](bench)
-                        except (NotConverged, AssertionError, OSError,
-                                requests.RequestException) as exc:  # the next part may work
-                            print(f"  {name}: {str(exc)[:2000]}", flush=True)
+                        except TimedOut as exc:  # the next part may work
+                            print(f"  {name}: {not_converged(exc)}", flush=True)
+                        except (AssertionError, OSError, requests.RequestException) as exc:
+                            print(f"  {name} failed: {str(exc)[:2000]}", flush=True)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping every process", file=sys.stderr)
             return 130

@@ -209,6 +209,22 @@ def leader_decisions(log_text: str) -> dict[tuple[str, int], float]:
     return found
 
 
+def scale_through(session: requests.Session, replica: Replica, connector: CountingConnector,
+                  service: str, number: int, timeout: float = 10.0) -> tuple | None:
+    """POST /service/<service>/scale to `replica`, then wait for the connector's backend to
+    receive the order: (sent, answered, received) as time.time(); None when it did not
+    arrive within `timeout` or the replica refused (it says why)."""
+    sent = time.time()
+    response = session.post(f"{replica.url}/service/{service}/scale", json={"number": number},
+                            timeout=30)
+    answered = time.time()
+    if response.status_code != 202:
+        print(f"  {service}: {response.status_code} {response.text[:200]}")
+        return None
+    received = connector.arrival(service, number, timeout)
+    return None if received is None else (sent, answered, received)
+
+
 def latency_part(args, consul: ConsulAgent, workdir: Path, history: bool = True) -> dict:
     print("\n2. scale latency: POST /service/<s>/scale to a follower until the connector "
           "receives the order; 3 replicas, poll_interval 15s, one connector (latency 0); "
@@ -232,15 +248,7 @@ def latency_part(args, consul: ConsulAgent, workdir: Path, history: bool = True)
         session = requests.Session()
 
         def one(service: str, number: int, follower: Replica) -> tuple | None:
-            started = time.time()
-            response = session.post(f"{follower.url}/service/{service}/scale",
-                                    json={"number": number}, timeout=10)
-            answered = time.time()
-            if response.status_code != 202:
-                print(f"  {service}: {response.status_code} {response.text[:200]}")
-                return None
-            received = connector.arrival(service, number)
-            return None if received is None else (started, answered, received)
+            return scale_through(session, follower, connector, service, number)
 
         for i in range(5):  # warm-up: connections, the leader's first cycles
             one(f"warm-{i}", 1, followers[i % 2])

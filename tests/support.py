@@ -27,15 +27,23 @@ from genisys.devconsul import INSTALL_HINT, DevConsul, find_consul_binary, free_
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class TimedOut(AssertionError):
+    """wait_until gave up: a test fails with it, a benchmark prints it and goes on."""
+
+    def __init__(self, timeout: float, what: str):
+        super().__init__(f"timed out after {timeout}s waiting for {what}")
+        self.timeout, self.what = timeout, what
+
+
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition", interval: float = 0.05):
-    """Poll `predicate` until it returns a truthy value; fail the test after `timeout`."""
+    """Poll `predicate` until it returns a truthy value; TimedOut after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise TimedOut(timeout, what)
         time.sleep(interval)
 
 
