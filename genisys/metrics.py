@@ -39,7 +39,7 @@ disable_created_metrics()
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0)
 
-SERVICE_STATES = ("managed", "converged", "failing", "paused")
+SERVICE_STATES = ("managed", "converged", "failing", "paused", "short")
 FULL_CYCLE_REASONS = ("poll", "start", "computes", "retry")
 REQUEUE_REASONS = ("conflict", "in_progress", "unavailable")
 

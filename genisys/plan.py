@@ -6,7 +6,7 @@ observed now, say what to do; running it again on the result says "nothing".
 
 from dataclasses import dataclass, field
 
-from genisys.placement import ComputeSpec, NoComputeError, place, placement_total
+from genisys.placement import ComputeSpec, NoComputeError, place, placement_total, within_limits
 
 # Accepted orders after which a pair that still reports another count gets a warning
 # (the first order may legitimately be observed before it has taken effect).
@@ -49,21 +49,28 @@ class ScaleOrder:
 
 
 def placements_to_fix(desired: Desired, strategy: str) -> dict[str, dict[str, int]]:
-    """New placements for services whose placement does not match their total.
+    """New placements for services whose placement is not what the strategy gives for
+    their total within the computes' limits.
 
-    That happens when the total was written by another tool (only the total changed), or
-    when a compute holding resources was deleted: the strategy places the difference.
+    That happens when the total was written by another tool (only the total changed),
+    when a compute holding resources was deleted or its max lowered, or when room appears
+    for a service that was short: the strategy places the difference. A short placement
+    that still cannot grow is right as it is (placing it again changes nothing).
     """
     computes = list(desired.computes)
     fixes = {}
     for service, total in desired.totals.items():
         current = desired.placements.get(service, {})
-        if placement_total(current) == total and all(c in desired.computes for c in current):
+        if (placement_total(current) == total and all(c in desired.computes for c in current)
+                and within_limits(current, desired.specs)):
             continue
         try:
-            fixes[service] = place(total, computes, current, strategy, specs=desired.specs)
+            placed = place(total, computes, current, strategy, specs=desired.specs,
+                           service=service)
         except NoComputeError:
             continue  # nowhere to put it yet; reported through the status
+        if placed != current:
+            fixes[service] = placed
     return fixes
 
 

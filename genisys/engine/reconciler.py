@@ -38,6 +38,7 @@ from genisys.engine.calls import ComputeCalls
 from genisys.engine.observations import Observations
 from genisys.engine.workers import ComputeWorker
 from genisys.model import NAME_PATTERN, Compute
+from genisys.placement import placement_total
 from genisys.plan import (
     Decision,
     Desired,
@@ -354,14 +355,17 @@ class Reconciler:
 def service_states(desired: Desired, managed: set[str], observed: Observed) -> dict[str, int]:
     """How many managed services are in each state, for genisys_services: failing (an
     error on some compute), converged (a desired total, and every compute runs what the
-    placement gives it), paused."""
+    placement gives it), paused, short (the placement holds less than the total: the
+    computes' max leave no room)."""
     failing = {service for service, _ in observed.errors if service in managed}
     converged = sum(
         1 for service in desired.totals.keys() & managed - failing
         if all(observed.counts.get((service, c)) == desired.placements.get(service, {}).get(c, 0)
                for c in desired.computes))
+    short = sum(1 for service in desired.totals.keys() & managed
+                if placement_total(desired.placements.get(service, {})) < desired.totals[service])
     return {"managed": len(managed), "failing": len(failing), "converged": converged,
-            "paused": len(desired.paused & managed)}
+            "paused": len(desired.paused & managed), "short": short}
 
 
 def _reached(compute: Compute) -> tuple[str, str | None]:
