@@ -77,7 +77,7 @@ class Reconciler:
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
         self.metrics = store.metrics
-        self.last_cycle: dict | None = None  # for /health: the last full pass
+        self._last_pass: dict | None = None  # at, ok, seconds (or error)
         self.workers: dict[str, ComputeWorker] = {}
         self.term = None
         self.managed: set[str] = set()  # as of the last full pass
@@ -95,6 +95,14 @@ class Reconciler:
 
     def _wake_up(self) -> None:
         self._wake.set()
+
+    @property
+    def last_cycle(self) -> dict | None:
+        """For /health: the last full pass, and each worker's last full observation."""
+        if self._last_pass is None:
+            return None
+        return {**self._last_pass, "computes": {name: worker.last_observation
+                                                for name, worker in self.workers.items()}}
 
     # -- notifications (on the event loop, no I/O) -----------------------------------------
 
@@ -337,18 +345,16 @@ class Reconciler:
                 log.warning("full reconcile pass skipped, the next one will retry: %s", exc)
             else:
                 log.exception("full reconcile pass failed, the next one will retry")
-            self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
+            self._last_pass = {"at": _now(), "ok": False, "error": str(exc)}
             self.metrics.reconciled(False, time.monotonic() - started)
             return False
         took = time.monotonic() - started
-        self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3),
-                           "computes": {name: worker.last_observation
-                                        for name, worker in self.workers.items()}}
+        self._last_pass = {"at": _now(), "ok": True, "seconds": round(took, 3)}
         self.metrics.reconciled(True, took)
         failing = {service for service, _ in self.observations.errors}
-        log.info("full pass (%s): %d services on %d computes, %d with errors (%.0f ms)",
-                 reason, len(managed), len(desired.computes), len(failing & managed),
-                 took * 1000)
+        log.info("full cycle: %d services on %d computes, %d with errors, reason %s "
+                 "(%.0f ms)", len(managed), len(desired.computes), len(failing & managed),
+                 reason, took * 1000)
         return True
 
 
