@@ -51,6 +51,9 @@ class ComputeWorker:
         self._queue: set[str] = set()
         self._active: set[str] = set()             # being handled now
         self._rechecks: dict[str, float] = {}      # service -> when (monotonic) to look again
+        # A keyed observation is in flight: names queued meanwhile wait for it to end and
+        # then go in one batch, so that a burst costs a few calls, not one per change.
+        self._observing = False
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
 
@@ -74,12 +77,14 @@ class ComputeWorker:
                     del self._rechecks[service]
                 self._queue |= due
                 batch = self._queue - self._active
-                if batch:
+                if batch and not self._observing:
                     self._queue -= batch
                     self._active |= batch
+                    self._observing = True
                     # One bulk call beats many single ones once a burst touches more
                     # services than can be asked at once.
-                    self._spawn(self._handle(batch, bulk=len(batch) >= self.engine.concurrency))
+                    self._spawn(self._handle(batch, bulk=len(batch) >= self.engine.concurrency,
+                                             keyed=True))
                 wake_at = min(self._rechecks.values(), default=None)
                 try:
                     async with asyncio.timeout(None if wake_at is None
@@ -120,12 +125,17 @@ class ComputeWorker:
             await asyncio.sleep(max(0.0, started + self.engine.poll_interval
                                     - time.monotonic()))
 
-    async def _handle(self, services: set[str], bulk: bool):
+    async def _handle(self, services: set[str], bulk: bool, keyed: bool = False):
         """Observe, decide, act for `services` (already marked active); the observation,
         or None when the desired state could not be read."""
         held = set(services)  # released as soon as each service is done
         try:
-            observation = await self.calls.observe(services, bulk)
+            try:
+                observation = await self.calls.observe(services, bulk)
+            finally:
+                if keyed:
+                    self._observing = False
+                    self._wake.set()
             self.engine.observations.observed(
                 self.name, observation, per_service=observation.per_service,
                 reports_targets=self.calls.reports_targets,
