@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genisys.metrics import ReplicaMetrics, consul_op, direction
 from genisys.plan import Desired, Observed
-from genisys.reconciler import service_states
+from genisys.engine.reconciler import service_states
 from tests.connector_helpers import ConnectorProcess, unique
 from tests.support import ROOT, wait_until
 
