@@ -105,6 +105,7 @@ class DesiredState:
                 "observed": observed.get("observed", {}),
                 "errors": observed.get("errors", {}),
                 "warnings": observed.get("warnings", {}),
+                "in_progress": observed.get("in_progress", {}),
                 "observed_at": observed.get("observed_at"),
                 "paused": bool(record.flags.get("paused")),
                 "state": "deleting" if record.flags.get("deleting") else "active",
