@@ -110,6 +110,8 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
 
     store = ConsulStore.from_config(config.consul)
     store.start()
+    # Serve once reads can come from memory (a Consul that is down delays this no longer).
+    await store.wait_synced(config.consul.timeout)
     permissions = PermissionWatch(store)
     permissions.start()
     context = Context(config=config, store=store, replica_id=config.replica_id,
