@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from genisys.placement import NoComputeError, place, placement_total
-from genisys.plan import Desired
+from genisys.plan import Desired, Observed
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,14 @@ class Health:
     healthy_since: float | None = None
 
 
-def next_health(previous: Health | None, answered: bool, now: float) -> Health:
-    """A compute's health after one call: one answer resets the failing clock, one
-    failure the healthy one."""
-    previous = previous or Health()
-    if answered:
-        return Health(None, previous.healthy_since if previous.healthy_since is not None
-                      else now)
-    return Health(previous.failing_since if previous.failing_since is not None else now, None)
+def track(previous: Health | None, failing_since: float | None, now: float) -> Health:
+    """A compute's health from its connector calls' `failing_since` sampled at `now` (the
+    first sample that finds it answering starts its healthy clock)."""
+    if failing_since is not None:
+        return Health(failing_since, None)
+    if previous is not None and previous.healthy_since is not None:
+        return previous
+    return Health(None, now)
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,9 @@ def decide(desired: Desired, health: Mapping[str, Health], records: Mapping[str,
             continue
         placement = desired.placements.get(service, {})
         record = {c: n for c, n in records.get(service, {}).items() if c in desired.computes}
-        if placement_total(placement) != total or not targets:
-            pass  # a changed total is placed first (plan.placements_to_fix); or nowhere to go
+        if placement_total(placement) != total or not targets \
+                or any(c not in desired.computes for c in placement):
+            pass  # placed first by plan.placements_to_fix; or nowhere to go
         elif any(placement.get(c, 0) for c in dead):
             new = _fail_over(service, placement, dead, targets, strategy, desired.specs)
             for compute in dead:
@@ -193,3 +194,10 @@ def policy(section) -> Policy | None:
     back = section.failback_after
     return Policy(section.failover_after,
                   section.failover_after if back is None else back, section.failback_step)
+
+
+def settled(desired: Desired, observed: Observed) -> set[str]:
+    """Services whose computes, those that answered, report what their placement says."""
+    unsettled = {service for (service, compute), count in observed.counts.items()
+                 if count != desired.placements.get(service, {}).get(compute, 0)}
+    return set(desired.totals) - unsettled

@@ -23,6 +23,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from genisys.connector import ConnectorClient, ConnectorError
+from genisys.failover import Policy, settled
+from genisys.failover_leader import LeaderFailover
 from genisys.jsonbody import excerpt
 from genisys.metrics import direction
 from genisys.plan import (
@@ -55,7 +57,8 @@ RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
 
 class Reconciler:
     def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
-                 concurrency: int, service_prefix: str, strategy: str):
+                 concurrency: int, service_prefix: str, strategy: str,
+                 failover: Policy | None = None):
         self.store = store
         self.client = client
         self.poll_interval = poll_interval
@@ -63,6 +66,8 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
+        self.failover = failover and LeaderFailover(store, failover, strategy)
+        self._failing_since: dict[str, float | None] = {}  # per compute, for failover
         self.metrics = store.metrics
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
         # What this leader last wrote to each status key: only changes are written, and
@@ -99,6 +104,9 @@ class Reconciler:
         self._full_due = True
         self._recorded = None
         self._orders, self._unexpected = {}, set()
+        if self.failover:
+            self.failover.new_term()
+            self._failing_since = {}
         next_full = time.monotonic()
         while True:
             now = time.monotonic()
@@ -175,6 +183,12 @@ class Reconciler:
         # touches more services than can be asked at once.
         bulk = services is None or len(managed) >= self.concurrency
         observed = await self.observe(desired.computes, managed, bulk=bulk, tokens=tokens)
+        moves = []
+        if self.failover and term.valid():
+            now = time.monotonic()
+            self.failover.sample(self._note_failures(desired.computes, observed, now), now)
+            desired, moves = await self.failover.apply(term, desired, indexes,
+                                                       settled(desired, observed), now)
         orders = scale_orders(desired, observed)
         # From what the connectors report, not from their answers to this cycle's orders.
         self._orders = open_orders(self._orders, desired, observed)
@@ -186,7 +200,7 @@ class Reconciler:
                 term.session, {s: (p, *indexes[s]) for s, p in fixes.items()}, {}):
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
-        events = await self.act(orders, desired, observed, term, tokens)
+        events = moves + await self.act(orders, desired, observed, term, tokens)
         statuses = self._changed_statuses(desired, managed, observed, warnings)
         histories = (new_histories(self._history, events, HISTORY_LENGTH)
                      if RECORD_HISTORY else {})
@@ -307,6 +321,16 @@ class Reconciler:
             self._history.pop(service, None)
         if gone:
             self._orders = {pair: n for pair, n in self._orders.items() if pair[0] not in gone}
+
+    def _note_failures(self, computes: dict[str, str], observed: Observed,
+                       now: float) -> dict[str, float | None]:
+        """Since when every call to each compute has failed (None: it answered)."""
+        answered = {compute for _, compute in observed.counts}
+        failed = {compute for _, compute in observed.errors} - answered
+        self._failing_since = {
+            c: now if c in failed and self._failing_since.get(c) is None
+            else None if c in answered else self._failing_since.get(c) for c in computes}
+        return self._failing_since
 
     async def _timed(self, compute: str, call: str, request):
         """Await a connector call, recording its duration and, if it fails, its kind."""

@@ -1053,7 +1053,7 @@ class ConsulStore:
     def _own_prefixes(self) -> tuple[str, ...]:
         """Where Genisys keeps a service's keys (the total is Skynet's)."""
         return (self.placements_prefix, self.status_prefix, self.events_prefix,
-                self.lifecycle_prefix)
+                self.lifecycle_prefix, self.failover_prefix)
 
     async def known_services(self) -> set[str]:
         """Services with a placement, lifecycle flags, a status or a history (the last two
@@ -1166,6 +1166,47 @@ class ConsulStore:
         written_keys = {op["KV"]["Key"] for op in ops if op["KV"]["Verb"] in ("set", "cas")}
         return await self.consul.http.put(outcome, "/v1/txn", data=json.dumps(ops),
                                           headers=self.consul.prepare_headers())
+
+    # -- failover: what was moved away from a dead compute (genisys/failover.py) ---------
+
+    @property
+    def failover_prefix(self) -> str:
+        return f"{self.key_prefix}failover/"
+
+    async def failover_records(self) -> dict[str, dict[str, int]]:
+        """Per service, the count moved away from each compute that has not come back."""
+        _, items = await self.consul.kv.get(self.failover_prefix, recurse=True)
+        return {item["Key"][len(self.failover_prefix):]: record for item in items or ()
+                if isinstance(record := _from_json(item.get("Value")), dict)}
+
+    async def failover_write(self, session: str,
+                             changes: dict[str, tuple[dict | None, dict, int, int]]) -> set[str]:
+        """Write each service's new placement (None: unchanged) with its failover record
+        ({}: deleted) in one transaction, guarded by the leader's lock and, as the
+        leader's other placement writes, by the indexes of the total and the placement
+        it read. changes: service -> (placement, record, total index, placement index).
+        Returns the services written (a service that changed meanwhile is refused)."""
+        guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
+        compute_indexes = {c.name: index for c, index in self._view_computes()[0]}
+
+        async def one(service, placement, record, total_index, placement_index) -> bool:
+            key = self.failover_prefix + service
+            ops = [guard, _kv("set", key, _to_json(record)) if record else _kv("delete", key)]
+            if placement is not None:
+                ops += [_kv("check-index", self.resources_key_prefix + service,
+                            index=total_index),
+                        _kv("cas", self.placements_prefix + service, _to_json(placement),
+                            placement_index)]
+                ops += [_kv("check-index", self.computes_prefix + c,
+                            index=compute_indexes.get(c, 0)) for c in placement]
+            written = await self._txn(ops)
+            if written is not None and placement is not None:
+                self.placements_view.write_through(written[-1:])
+            return written is not None
+
+        written = await asyncio.gather(*(one(service, *change)
+                                         for service, change in changes.items()))
+        return {service for service, ok in zip(changes, written) if ok}
 
 
 def _raise_if_denied(ops: list[dict], body: str, key_prefixes) -> None:

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genisys import config
-from genisys.failover import Health, Policy, decide, next_health, policy
+from genisys.failover import Health, Policy, decide, policy, track
 from genisys.placement import STRATEGIES, place, placement_total
 from genisys.plan import Desired
 
@@ -24,12 +24,12 @@ def down(since: float) -> Health:
 
 # --- health ------------------------------------------------------------------------
 
-def test_health_one_answer_resets_the_failing_clock():
-    failing = next_health(next_health(None, False, 10), False, 20)
+def test_health_from_failing_since_samples():
+    failing = track(None, 10, 20)
     assert failing == Health(failing_since=10)
-    assert next_health(failing, True, 30) == Health(healthy_since=30)
-    assert next_health(next_health(failing, True, 30), True, 40) == Health(healthy_since=30)
-    assert next_health(Health(healthy_since=30), False, 50) == Health(failing_since=50)
+    assert track(failing, None, 30) == Health(healthy_since=30)
+    assert track(track(failing, None, 30), None, 40) == Health(healthy_since=30)
+    assert track(Health(healthy_since=30), 45, 50) == Health(failing_since=45)
 
 
 # --- failover ----------------------------------------------------------------------
