@@ -15,7 +15,8 @@ from tests.support import wait_until
 
 FAILOVER = {"connector": {"poll_interval": "500ms", "timeout": "500ms"},
             "placement": {"strategy": "spread", "failover_after": "2s",
-                          "failback_after": "2s", "failback_step": 1}}
+                          "failback_after": "2s", "failback_step": 1},
+            "leader": {"check_ttl": "2s", "lock_delay": "1s"}}
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,9 +31,9 @@ def connectors(tmp_path):
         connector.stop()
 
 
-def test_a_dead_compute_share_moves_and_comes_back(start_replica, consul, prefix, connectors):
+def spread_over(replica, connectors) -> str:
+    """A service of 4, 2 on each compute, running."""
     a, b = connectors
-    replica = start_replica(FAILOVER)
     for name, connector in (("a", a), ("b", b)):
         answer = replica.request("POST", "/compute", {"name": name, "connector": connector.url})
         assert answer.status_code == 201, answer.text
@@ -41,6 +42,17 @@ def test_a_dead_compute_share_moves_and_comes_back(start_replica, consul, prefix
                            {"number": 4}).json()["placement"] == {"a": 2, "b": 2}
     wait_until(lambda: a.running(service) == 2 and b.running(service) == 2, timeout=20,
                what="2 on each compute")
+    return service
+
+
+def leading(replica) -> bool:
+    return replica.request("GET", "/health").json()["leader"] is True
+
+
+def test_a_dead_compute_share_moves_and_comes_back(start_replica, consul, prefix, connectors):
+    a, b = connectors
+    replica = start_replica(FAILOVER)
+    service = spread_over(replica, connectors)
 
     b.process.send_signal(signal.SIGSTOP)
     wait_until(lambda: a.running(service) == 4, timeout=30, what="b's share to run on a")
@@ -66,3 +78,23 @@ def test_a_dead_compute_share_moves_and_comes_back(start_replica, consul, prefix
         "GET", f"/service/{service}/events").json()["events"] if e["result"] == "moved"]
     assert [r.split(": ", 1)[1] for r in reasons[:2]] == [
         f"1 of {service} moved back from a (+1)"] * 2, reasons
+
+
+def test_a_new_leader_moves_back_what_its_predecessor_moved(start_replica, consul, prefix,
+                                                            connectors):
+    """The record of what was moved is in Consul: without it the new leader would see a
+    placement {"a": 4} that matches its total, and leave b empty for ever."""
+    a, b = connectors
+    first = start_replica(FAILOVER)
+    wait_until(lambda: leading(first), timeout=20, what="the first replica to lead")
+    second = start_replica(FAILOVER)
+    service = spread_over(first, connectors)
+    b.process.send_signal(signal.SIGSTOP)
+    wait_until(lambda: a.running(service) == 4, timeout=30, what="b's share to run on a")
+
+    first.stop()  # SIGTERM: it hands over at once
+    wait_until(lambda: leading(second), timeout=20, what="the second replica to lead")
+    b.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: (a.running(service), b.running(service)) == (2, 2), timeout=40,
+               what="the new leader to move the share back to b")
+    assert "moved back" in second.log()
