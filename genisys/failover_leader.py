@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from genisys.failover import Health, Policy, decide, track
+from genisys.failover import Decision, Health, Policy, decide, track
 from genisys.plan import Desired
 
 log = logging.getLogger(__name__)
@@ -49,21 +49,27 @@ class LeaderFailover:
                    for service in decision.placements.keys() | decision.records.keys()}
         if not changes:
             return desired, []
-        written = await self.store.failover_write(term.session, changes)
-        for service in written:
-            if service in decision.records:
-                if decision.records[service]:
-                    self.records[service] = decision.records[service]
-                else:
-                    self.records.pop(service, None)
+        events, placements = [], {}
+        async for written in self.store.failover_write(term.session, changes):
+            events += self._written(term, decision, written)
+            placements.update((s, p) for s, p in decision.placements.items() if s in written)
+        return replace(desired, placements={**desired.placements, **placements}), events
+
+    def _written(self, term, decision: Decision, written: set[str]) -> list[dict]:
+        """Note the records of the services just written, log their moves, and return
+        their history events."""
+        for service in written & decision.records.keys():
+            if decision.records[service]:
+                self.records[service] = decision.records[service]
+            else:
+                self.records.pop(service, None)
         at = datetime.now(UTC).isoformat(timespec="milliseconds")
         events = []
         for move in decision.moves:
             if move.service in written:
-                log.info("%s", move.sentence, extra={"service": move.service,
-                                               "compute": move.compute, "term": term.number})
+                log.info("%s", move.sentence, extra={
+                    "service": move.service, "compute": move.compute, "term": term.number})
                 events.append({"time": at, "service": move.service, "compute": move.compute,
                                "from": move.before, "to": move.after, "term": term.number,
                                "result": "moved", "reason": move.sentence})
-        placements = {s: p for s, p in decision.placements.items() if s in written}
-        return replace(desired, placements={**desired.placements, **placements}), events
+        return events

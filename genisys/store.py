@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -1180,18 +1180,21 @@ class ConsulStore:
                 if isinstance(record := _from_json(item.get("Value")), dict)}
 
     async def failover_write(self, session: str,
-                             changes: dict[str, tuple[dict | None, dict, int, int]]) -> set[str]:
+                             changes: dict[str, tuple[dict | None, dict, int, int]]
+                             ) -> AsyncIterator[set[str]]:
         """Write each service's new placement (None: unchanged) with its failover record
         ({}: deleted) in one transaction, guarded by the leader's lock and, as the
         leader's other placement writes, by the indexes of the total and the placement
         it read. changes: service -> (placement, record, total index, placement index).
-        Returns the services written (a service that changed meanwhile is refused)."""
+        Yields the services each transaction wrote, one transaction after the other (a
+        burst must not starve the leader's own session checks); a service that changed
+        meanwhile is refused alone."""
         guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
         compute_indexes = {c.name: index for c, index in self._view_computes()[0]}
 
-        async def one(service, placement, record, total_index, placement_index) -> bool:
+        def ops_of(service, placement, record, total_index, placement_index) -> list[dict]:
             key = self.failover_prefix + service
-            ops = [guard, _kv("set", key, _to_json(record)) if record else _kv("delete", key)]
+            ops = [_kv("set", key, _to_json(record)) if record else _kv("delete", key)]
             if placement is not None:
                 ops += [_kv("check-index", self.resources_key_prefix + service,
                             index=total_index),
@@ -1199,15 +1202,30 @@ class ConsulStore:
                             placement_index)]
                 ops += [_kv("check-index", self.computes_prefix + c,
                             index=compute_indexes.get(c, 0)) for c in placement]
-            written = await self._txn(ops)
-            if written is not None and placement is not None:
-                self.placements_view.write_through(written[-1:])
+            return ops
+
+        async def write(services: list[str]) -> bool:
+            written = await self._txn([guard] + [op for s in services
+                                                 for op in ops_of(s, *changes[s])])
+            if written is not None:
+                self.placements_view.write_through(
+                    [e for e in written if e.key.startswith(self.placements_prefix)])
             return written is not None
 
-        written = await asyncio.gather(*(one(service, *change)
-                                         for service, change in changes.items()))
-        return {service for service, ok in zip(changes, written) if ok}
-
+        batches: list[list[str]] = [[]]
+        size = 0
+        for service in changes:
+            ops = len(ops_of(service, *changes[service]))
+            if batches[-1] and size + ops > TXN_OPS - 1:
+                batches.append([])
+                size = 0
+            batches[-1].append(service)
+            size += ops
+        for batch in filter(None, batches):
+            if await write(batch):
+                yield set(batch)
+            elif len(batch) > 1:  # one of them changed meanwhile: the others go on alone
+                yield {service for service in batch if await write([service])}
 
 def _raise_if_denied(ops: list[dict], body: str, key_prefixes) -> None:
     """A transaction Consul's ACLs refused answers 409 like a failed check-and-set: raise
