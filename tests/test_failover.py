@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genisys import config
-from genisys.failover import Health, Policy, decide, policy, track
+from genisys.failover import Health, Policy, decide, policy, settled, track
 from genisys.placement import STRATEGIES, place, placement_total
-from genisys.plan import Desired
+from genisys.plan import Desired, Observed
 
 ABC = ["a", "b", "c"]
 POLICY = Policy(failover_after=60, failback_after=30, step=2)
@@ -145,6 +145,13 @@ def test_first_strategy_returns_to_the_first_compute():
                       Policy(60, 30, step=10), now=30)
     assert decision.placements == {"web": {"a": 4}}
     assert decision.records == {"web": {}}
+
+
+def test_settled_services_report_their_placement_where_they_answer():
+    state = desired({"web": {"a": 2, "b": 1}, "api": {"a": 1}, "db": {"c": 1}})
+    observed = Observed(counts={("web", "a"): 2, ("web", "c"): 0, ("api", "a"): 0},
+                        errors={("web", "b"): "unreachable"})
+    assert settled(state, observed) == {"web", "db"}
 
 
 # --- configuration -----------------------------------------------------------------
