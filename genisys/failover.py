@@ -92,11 +92,10 @@ def decide(desired: Desired, health: Mapping[str, Health], records: Mapping[str,
             continue
         placement = desired.placements.get(service, {})
         record = {c: n for c, n in records.get(service, {}).items() if c in desired.computes}
-        if placement_total(placement) != total or not targets \
-                or any(c not in desired.computes for c in placement):
-            pass  # placed first by plan.placements_to_fix; or nowhere to go
+        if not targets or any(c not in desired.computes for c in placement):
+            pass  # nowhere to go; or placed again first by plan.placements_to_fix
         elif any(placement.get(c, 0) for c in dead):
-            new = _fail_over(service, placement, dead, targets, strategy, desired.specs)
+            new = _fail_over(total, placement, dead, targets, strategy, desired.specs)
             for compute in dead:
                 moved = placement.get(compute, 0) - new.get(compute, 0)
                 if moved > 0:
@@ -134,13 +133,11 @@ def _held(placement: dict[str, int], targets: list[str]) -> dict[str, int]:
     return {c: n for c, n in placement.items() if c not in targets and n > 0}
 
 
-def _fail_over(service: str, placement: dict[str, int], dead: Mapping[str, float],
+def _fail_over(total: int, placement: dict[str, int], dead: Mapping[str, float],
                targets: list[str], strategy: str, specs) -> dict[str, int]:
-    """The placement with the share on dead computes placed by the strategy on `targets`;
-    what does not fit there (their max) stays where it was."""
-    held = _held(placement, targets)
-    total = placement_total(placement)
-    new = {c: n for c, n in held.items() if c not in dead}
+    """`total` placed by the strategy on `targets`, beside what stays on the computes
+    that take nothing new; what does not fit (their max) stays on the dead computes."""
+    new = {c: n for c, n in _held(placement, targets).items() if c not in dead}
     new.update(place(total - placement_total(new), targets,
                      {c: placement[c] for c in targets if c in placement}, strategy,
                      specs=specs))

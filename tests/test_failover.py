@@ -87,9 +87,8 @@ def test_paused_and_deleting_services_are_left_alone():
     assert decision.placements == {}
 
 
-def test_a_total_the_placement_does_not_match_yet_is_left_to_the_placing():
-    state = desired({"web": {"b": 2}})
-    state = Desired(state.computes, {"web": 5}, state.placements)
+def test_a_placement_on_a_compute_no_longer_defined_is_left_to_the_placing():
+    state = desired({"web": {"b": 2, "gone": 1}})
     decision = decide(state, {"a": UP, "b": down(0)}, {}, set(), "first", POLICY, now=60)
     assert decision.placements == {}
 
