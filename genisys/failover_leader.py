@@ -36,13 +36,16 @@ class LeaderFailover:
                        for compute, since in failing_since.items()}
 
     async def apply(self, term, desired: Desired, indexes: Mapping[str, tuple[int, int]],
-                    settled: set[str], now: float) -> tuple[Desired, list[dict]]:
+                    settled: set[str], now: float, placing: set[str] = frozenset()
+                    ) -> tuple[Desired, list[dict]]:
         """Move what failover moves now: write it, log one sentence per move, and return
-        the desired state with the new placements and one history event per move."""
+        the desired state with the new placements and one history event per move. The
+        services in `placing` are being placed again: left to that."""
         if self.records is None:
             self.records = await self.store.failover_records()
-        decision = decide(desired, self.health, self.records, settled, self.strategy,
-                          self.policy, now)
+        decision = decide(replace(desired, totals={s: n for s, n in desired.totals.items()
+                                                   if s not in placing}),
+                          self.health, self.records, settled, self.strategy, self.policy, now)
         changes = {service: (decision.placements.get(service),
                              decision.records.get(service, self.records.get(service, {})),
                              *indexes[service])

@@ -187,8 +187,8 @@ class Reconciler:
         if self.failover and term.valid():
             now = time.monotonic()
             self.failover.sample(self._note_failures(desired.computes, observed, now), now)
-            desired, moves = await self.failover.apply(term, desired, indexes,
-                                                       settled(desired, observed), now)
+            desired, moves = await self.failover.apply(
+                term, desired, indexes, settled(desired, observed), now, placing=set(fixes))
         orders = scale_orders(desired, observed)
         # From what the connectors report, not from their answers to this cycle's orders.
         self._orders = open_orders(self._orders, desired, observed)
