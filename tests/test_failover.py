@@ -260,3 +260,34 @@ def test_property_failover_then_return_converges_to_the_fresh_placement(scenario
     for service, total in state.totals.items():
         assert state.placements[service] == place(total, computes, {}, strategy)
     assert all(dead not in record for record in records.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_property_only_answering_computes_past_their_hysteresis_gain(data):
+    computes = COMPUTES[:data.draw(st.integers(1, 5))]
+    strategy = data.draw(st.sampled_from(STRATEGIES))
+    states = {c: data.draw(st.sampled_from(["up", "back", "shaky", "dead", "unknown"]))
+              for c in computes}
+    health = {c: {"up": UP, "back": Health(healthy_since=90), "shaky": down(50),
+                  "dead": down(0)}[s] for c, s in states.items() if s != "unknown"}
+    placements = data.draw(st.dictionaries(
+        st.sampled_from(["web", "api"]),
+        st.dictionaries(st.sampled_from(computes), st.integers(1, 9)), min_size=1))
+    records = data.draw(st.dictionaries(st.sampled_from(["web", "api"]), st.dictionaries(
+        st.sampled_from(computes), st.integers(1, 9))))
+    settled_now = data.draw(st.sets(st.sampled_from(["web", "api"])))
+    decision = decide(desired(placements, computes), health, records, settled_now, strategy,
+                      POLICY, now=100)
+    away = {c for record in records.values() for c in record}
+    eligible = {c for c, s in states.items() if s == "up" or s == "back" and c not in away}
+    for service, new in decision.placements.items():
+        old = placements[service]
+        assert placement_total(new) == placement_total(old)
+        for compute in computes:
+            if new.get(compute, 0) > old.get(compute, 0):
+                assert compute in eligible, (compute, states[compute])
+            if states[compute] in ("shaky", "unknown") or states[compute] == "back" \
+                    and compute in away:
+                assert new.get(compute, 0) == old.get(compute, 0)
+    assert len(decision.moves) == len({(m.service, m.compute) for m in decision.moves})
