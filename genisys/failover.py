@@ -95,7 +95,8 @@ def decide(desired: Desired, health: Mapping[str, Health], records: Mapping[str,
         if not targets or any(c not in desired.computes for c in placement):
             pass  # nowhere to go; or placed again first by plan.placements_to_fix
         elif any(placement.get(c, 0) for c in dead):
-            new = _fail_over(total, placement, dead, targets, strategy, desired.specs)
+            new = _fail_over(service, total, placement, dead, targets, strategy,
+                             desired.specs)
             for compute in dead:
                 moved = placement.get(compute, 0) - new.get(compute, 0)
                 if moved > 0:
@@ -110,7 +111,7 @@ def decide(desired: Desired, health: Mapping[str, Health], records: Mapping[str,
         elif service in settled and any(c in targets for c in record):
             held = _held(placement, targets)
             goal = {**held, **place(total - placement_total(held), targets, {}, strategy,
-                                    specs=desired.specs)}
+                                    specs=desired.specs, service=service)}
             new = _step(placement, goal, computes, policy.step)
             for compute in computes:
                 gained = new.get(compute, 0) - placement.get(compute, 0)
@@ -133,14 +134,15 @@ def _held(placement: dict[str, int], targets: list[str]) -> dict[str, int]:
     return {c: n for c, n in placement.items() if c not in targets and n > 0}
 
 
-def _fail_over(total: int, placement: dict[str, int], dead: Mapping[str, float],
-               targets: list[str], strategy: str, specs) -> dict[str, int]:
+def _fail_over(service: str, total: int, placement: dict[str, int],
+               dead: Mapping[str, float], targets: list[str], strategy: str,
+               specs) -> dict[str, int]:
     """`total` placed by the strategy on `targets`, beside what stays on the computes
     that take nothing new; what does not fit (their max) stays on the dead computes."""
     new = {c: n for c, n in _held(placement, targets).items() if c not in dead}
     new.update(place(total - placement_total(new), targets,
                      {c: placement[c] for c in targets if c in placement}, strategy,
-                     specs=specs))
+                     specs=specs, service=service))
     missing = total - placement_total(new)
     for compute in dead:  # a shortfall stays on the dead computes, never dropped
         kept = min(missing, placement.get(compute, 0))

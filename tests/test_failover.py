@@ -1,11 +1,13 @@
 """Unit and property tests for genisys.failover: a dead compute's share, and its return."""
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genisys import config
 from genisys.failover import Health, Policy, decide, policy, settled, track
-from genisys.placement import STRATEGIES, place, placement_total
+from genisys.placement import STRATEGIES, ComputeSpec, place, placement_total, within_limits
 from genisys.plan import Desired, Observed
 
 ABC = ["a", "b", "c"]
@@ -183,15 +185,19 @@ COMPUTES = ["a", "b", "c", "d", "e"]
 
 @st.composite
 def scenarios(draw):
-    """Computes, a strategy, services placed freshly over all computes, and one dead."""
+    """Computes with random weights, max and priorities, a strategy, services placed
+    freshly over all the computes, one compute that dies, and a return step."""
     computes = COMPUTES[:draw(st.integers(2, 5))]
+    specs = {c: ComputeSpec(weight=draw(st.integers(0, 4)),
+                            max=draw(st.none() | st.integers(0, 15)),
+                            priority=draw(st.integers(0, 3))) for c in computes}
     strategy = draw(st.sampled_from(STRATEGIES))
     totals = draw(st.dictionaries(st.sampled_from(["web", "api", "db"]), st.integers(0, 40),
                                   min_size=1))
-    dead = draw(st.sampled_from(computes))
-    step = draw(st.integers(1, 7))
-    placements = {s: place(t, computes, {}, strategy) for s, t in totals.items()}
-    return computes, strategy, placements, dead, step
+    placements = {s: place(t, computes, {}, strategy, specs=specs, service=s)
+                  for s, t in totals.items()}
+    state = Desired({c: f"http://{c}" for c in computes}, totals, placements, specs=specs)
+    return state, strategy, draw(st.sampled_from(computes)), draw(st.integers(1, 7))
 
 
 def run_until_returned(state: Desired, health, records, strategy, step, now):
@@ -204,61 +210,61 @@ def run_until_returned(state: Desired, health, records, strategy, step, now):
             moved = sum(max(0, new.get(c, 0) - old.get(c, 0)) for c in new)
             assert moved <= step, "a return step moves at most `step` instances"
             assert placement_total(new) == placement_total(old)
+            assert within_limits(new, state.specs)
         records = {**records, **decision.records}
         if not decision.placements:
             return state, records
-        state = Desired(state.computes, state.totals, {**state.placements,
-                                                       **decision.placements})
+        state = replace(state, placements={**state.placements, **decision.placements})
     raise AssertionError("the return did not converge")
 
 
 @settings(max_examples=200, deadline=None)
 @given(scenarios(), st.floats(0, 59.9))
 def test_property_nothing_moves_on_a_failure_shorter_than_failover_after(scenario, age):
-    computes, strategy, placements, dead, _ = scenario
-    health = {c: UP for c in computes} | {dead: down(1000 - age)}
-    decision = decide(desired(placements, computes), health, {}, set(placements), strategy,
-                      POLICY, now=1000)
+    state, strategy, dead, _ = scenario
+    health = {c: UP for c in state.computes} | {dead: down(1000 - age)}
+    decision = decide(state, health, {}, set(state.totals), strategy, POLICY, now=1000)
     assert (decision.placements, decision.records, decision.moves) == ({}, {}, [])
 
 
 @settings(max_examples=200, deadline=None)
 @given(scenarios(), st.data())
-def test_property_failover_keeps_totals_and_never_uses_failing_computes(scenario, data):
-    computes, strategy, placements, dead, _ = scenario
-    shaky = data.draw(st.sets(st.sampled_from([c for c in computes if c != dead])))
-    health = {c: UP for c in computes} | {dead: down(0)} | {c: down(50) for c in shaky}
-    decision = decide(desired(placements, computes), health, {}, set(), strategy, POLICY,
-                      now=60)
+def test_property_failover_keeps_totals_within_limits_and_never_uses_failing_computes(
+        scenario, data):
+    state, strategy, dead, _ = scenario
+    shaky = data.draw(st.sets(st.sampled_from([c for c in state.computes if c != dead])))
+    health = {c: UP for c in state.computes} | {dead: down(0)} | {c: down(50) for c in shaky}
+    decision = decide(state, health, {}, set(), strategy, POLICY, now=60)
     for service, new in decision.placements.items():
-        old = placements[service]
+        old = state.placements[service]
+        # Nothing dropped: what does not fit elsewhere stays on the dead compute.
         assert placement_total(new) == placement_total(old)
-        assert dead not in new
+        assert within_limits(new, state.specs)
+        assert new.get(dead, 0) < old.get(dead, 0)
         for compute in shaky:
             assert new.get(compute, 0) == old.get(compute, 0)
-    moved = {m.service: m.before for m in decision.moves}
-    assert moved == {s: p[dead] for s, p in placements.items() if p.get(dead)
-                     and len(shaky) < len(computes) - 1}
-    assert decision.records == {s: {dead: n} for s, n in moved.items()}
+    for move in decision.moves:
+        old, new = state.placements[move.service], decision.placements[move.service]
+        assert (move.compute, move.before, move.after) == (dead, old[dead], new.get(dead, 0))
+        assert decision.records[move.service] == {dead: move.before - move.after}
+    assert decision.records.keys() == decision.placements.keys()
 
 
 @settings(max_examples=200, deadline=None)
 @given(scenarios())
 def test_property_failover_then_return_converges_to_the_fresh_placement(scenario):
-    computes, strategy, placements, dead, step = scenario
-    state = desired(placements, computes)
-    health = {c: UP for c in computes} | {dead: down(0)}
+    state, strategy, dead, step = scenario
+    health = {c: UP for c in state.computes} | {dead: down(0)}
     decision = decide(state, health, {}, set(), strategy, POLICY, now=60)
-    state = Desired(state.computes, state.totals, {**placements, **decision.placements})
+    moved = replace(state, placements={**state.placements, **decision.placements})
     records = decision.records
     # The compute answers again: it takes nothing before failback_after...
     health[dead] = Health(healthy_since=100)
-    early = decide(state, health, records, set(state.totals), strategy, POLICY, now=129)
+    early = decide(moved, health, records, set(state.totals), strategy, POLICY, now=129)
     assert early.placements == {}
     # ...then its share comes back in bounded steps, to what a fresh placement gives.
-    state, records = run_until_returned(state, health, records, strategy, step, now=130)
-    for service, total in state.totals.items():
-        assert state.placements[service] == place(total, computes, {}, strategy)
+    back, records = run_until_returned(moved, health, records, strategy, step, now=130)
+    assert back.placements == state.placements
     assert all(dead not in record for record in records.values())
 
 
