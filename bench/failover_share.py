@@ -27,21 +27,19 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-import requests
-
-from bench.reconcile import Connector, health, service_names, txn_put_totals
 from genisys.config import parse_duration
-from genisys.devconsul import DevConsul
 from genisys.failover import Health, Policy, decide
 from genisys.placement import place
 from genisys.plan import Desired
-from tests.support import Replica, unique_prefix, wait_until
+from tests.connector_helpers import CountingConnector
+from tests.support import ConsulAgent, Replica, unique_prefix, wait_until
 
 
-def counts(connector: Connector) -> dict[str, int]:
-    return requests.get(f"{connector.url}/status", timeout=30).json()["running_resources"]
+def service_names(count: int) -> list[str]:
+    return [f"svc-{i:05d}" for i in range(count)]
 
 
 def timed(condition, timeout: float, what: str) -> float:
@@ -51,12 +49,14 @@ def timed(condition, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def everywhere(connectors: list[Connector], names: list[str], per_compute: int) -> bool:
-    return all(all(c.get(s) == per_compute for s in names) for c in map(counts, connectors))
+def everywhere(connectors: list[CountingConnector], names: list[str], count: int) -> bool:
+    """Every connector runs `count` of every service."""
+    return all(all(c.get(s) == count for s in names) for c in (k.counts() for k in connectors))
 
 
-def totals_on(connectors: list[Connector], names: list[str], total: int) -> bool:
-    seen = [counts(c) for c in connectors]
+def totals_on(connectors: list[CountingConnector], names: list[str], total: int) -> bool:
+    """Every service runs `total`, summed over `connectors`."""
+    seen = [c.counts() for c in connectors]
     return all(sum(c.get(s, 0) for c in seen) == total for s in names)
 
 
@@ -64,7 +64,7 @@ def decision_cost(services: int, computes: int) -> tuple[float, float]:
     """Seconds per service: decide() with the last compute dead, and place()."""
     names = [f"c{i}" for i in range(1, computes + 1)]
     totals = {s: 3 * computes for s in service_names(services)}
-    placements = {s: place(t, names, {}, "spread") for s, t in totals.items()}
+    placements = {s: place(t, names, {}, "spread", service=s) for s, t in totals.items()}
     desired = Desired({c: "" for c in names}, totals, placements)
     health = {c: Health(healthy_since=0) for c in names} | {names[-1]: Health(failing_since=0)}
     started = time.perf_counter()
@@ -73,7 +73,7 @@ def decision_cost(services: int, computes: int) -> tuple[float, float]:
     assert len(decision.placements) == services
     started = time.perf_counter()
     for service, total in totals.items():
-        place(total + 1, names, placements[service], "spread")
+        place(total + 1, names, placements[service], "spread", service=service)
     return per_decide, (time.perf_counter() - started) / services
 
 
@@ -87,51 +87,55 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench-failover-share-"))
     names = service_names(args.services)
-    consul = DevConsul().start()
-    connectors = [Connector(workdir).wait() for _ in range(args.computes)]
-    prefix = unique_prefix()
-    replica = Replica(consul.address, prefix, {
-        "connector": {"poll_interval": args.poll_interval, "timeout": args.timeout},
-        "placement": {"strategy": "spread", "failover_after": args.failover_after,
-                      "failback_step": 1}})
-    dead = connectors[-1]
-    try:
+    with ExitStack() as stack:
+        consul = ConsulAgent(own=True)
+        stack.callback(consul.stop)
+        connectors = []
+        for i in range(args.computes):
+            connectors.append(CountingConnector(log_path=workdir / f"c{i + 1}.log"))
+            stack.callback(connectors[-1].stop)
+        dead = connectors[-1]
+        stack.callback(dead.process.send_signal, signal.SIGCONT)  # a stopped one ignores TERM
+        prefix = unique_prefix()
+        replica = Replica(consul.address, prefix, {
+            "connector": {"poll_interval": args.poll_interval, "timeout": args.timeout},
+            "placement": {"strategy": "spread", "failover_after": args.failover_after,
+                          "failback_step": 1}})
+        stack.callback(replica.stop)
         replica.start()
         for i, connector in enumerate(connectors, 1):
             answer = replica.request("POST", "/compute", {"name": f"c{i}",
                                                           "connector": connector.url})
             assert answer.status_code == 201, answer.text
-        wait_until(lambda: health(replica).get("leader"), timeout=30, what="a leader")
+        wait_until(replica.leads, timeout=30, what="the replica to lead")
         print(f"{args.services} services over {args.computes} counting connectors, "
               f"failover_after {args.failover_after:g}s, poll_interval "
               f"{args.poll_interval:g}s, connector timeout {args.timeout:g}s")
-        txn_put_totals(consul, f"{prefix}resources/", dict.fromkeys(names, 2 * args.computes))
-        took = timed(lambda: everywhere(connectors, names, 2), 300, "the first placement")
-        print(f"  first placement, 2 per compute: converged in {took:.2f}s")
 
-        txn_put_totals(consul, f"{prefix}resources/", dict.fromkeys(names, 3 * args.computes))
-        baseline = timed(lambda: everywhere(connectors, names, 3), 300, "the scale")
+        def put_totals(per_compute: int) -> None:
+            consul.kv_put_many({f"{prefix}resources/{s}": str(per_compute * args.computes)
+                                for s in names})
+
+        put_totals(2)
+        took = timed(lambda: everywhere(connectors, names, 2), 600, "the first placement")
+        print(f"  first placement, 2 per compute: converged in {took:.2f}s")
+        put_totals(3)
+        baseline = timed(lambda: everywhere(connectors, names, 3), 600, "the scale")
         print(f"  baseline, an ordinary scale to 3 per compute: converged in {baseline:.2f}s")
 
-        total = 3 * args.computes
         dead.process.send_signal(signal.SIGSTOP)
-        took = timed(lambda: totals_on(connectors[:-1], names, total), 300, "the failover")
+        took = timed(lambda: totals_on(connectors[:-1], names, 3 * args.computes), 600,
+                     "the failover")
         print(f"  failover: the dead compute's share ({3 * args.services} instances) runs on "
               f"the other {args.computes - 1} computes {took - args.failover_after:.2f}s after "
               f"failover_after ({took:.2f}s after the stop; baseline {baseline:.2f}s)")
 
         dead.process.send_signal(signal.SIGCONT)
-        surplus = timed(lambda: not any(counts(dead).values()), 120, "the surplus to go")
-        back = timed(lambda: everywhere(connectors, names, 3), 300, "the share to come back")
+        surplus = timed(lambda: not any(dead.counts().values()), 300, "the surplus to go")
+        back = timed(lambda: everywhere(connectors, names, 3), 600, "the share to come back")
         print(f"  return: surplus scaled to 0 {surplus:.2f}s after it answers again; share "
               f"back {back:.2f}s later (failback_after {args.failover_after:g}s, one instance "
               f"per service per step)")
-    finally:
-        dead.process.send_signal(signal.SIGCONT)
-        replica.stop()
-        for connector in connectors:
-            connector.stop()
-        consul.stop()
 
     per_decide, per_place = decision_cost(args.services, args.computes)
     print(f"  decision cost: failover.decide {per_decide * 1e6:.1f} us per service, beside "
