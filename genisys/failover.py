@@ -16,7 +16,7 @@ and the records now, so a new leader (or a scale made meanwhile) is simply taken
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from genisys.placement import NoComputeError, place, placement_total
+from genisys.placement import place, placement_total
 from genisys.plan import Desired, Observed
 
 
