@@ -95,6 +95,20 @@ def test_a_placement_on_a_compute_no_longer_defined_is_left_to_the_placing():
     assert decision.placements == {}
 
 
+def test_what_does_not_fit_within_max_stays_on_the_dead_compute():
+    state = desired({"web": {"a": 2, "b": 4}}, specs={"a": ComputeSpec(max=3)})
+    decision = decide(state, {"a": UP, "b": down(0)}, {}, set(), "spread", POLICY, now=60)
+    assert decision.placements == {"web": {"a": 3, "b": 3}}
+    assert decision.records == {"web": {"b": 1}}
+    assert [m.sentence for m in decision.moves] == [
+        "compute b dead for 60s: 1 of web moved to a (+1), 3 stay (no room elsewhere)"]
+    # Room appears nowhere: the next decision changes nothing, and says nothing.
+    state = desired({"web": {"a": 3, "b": 3}}, specs={"a": ComputeSpec(max=3)})
+    decision = decide(state, {"a": UP, "b": down(0)}, {"web": {"b": 1}}, set(), "spread",
+                      POLICY, now=61)
+    assert (decision.placements, decision.records, decision.moves) == ({}, {}, [])
+
+
 def test_records_add_up_over_several_failovers():
     state = desired({"web": {"a": 1, "b": 3}})
     decision = decide(state, {"a": UP, "b": down(0), "c": UP}, {"web": {"b": 2}}, set(),
