@@ -264,6 +264,9 @@ class Reconciler:
         except (ConsulUnavailable, ConsulError) as exc:
             log.warning("failover skipped, the next pass tries again: %s", exc)
             return
+        except Exception:  # a bug there must not stop the placing and recording
+            log.exception("failover failed, the next pass tries again")
+            return
         if events:  # recorded in the history with the next status records
             self.observations.events += events
             self.observations.dirty |= {event["service"] for event in events}
