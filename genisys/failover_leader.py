@@ -56,6 +56,8 @@ class LeaderFailover:
         async for written in self.store.failover_write(term.session, changes):
             events += self._written(term, decision, written)
             placements.update((s, p) for s, p in decision.placements.items() if s in written)
+            if not term.valid():
+                break  # every further write would be refused
         return replace(desired, placements={**desired.placements, **placements}), events
 
     def _written(self, term, decision: Decision, written: set[str]) -> list[dict]:
