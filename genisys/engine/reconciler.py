@@ -37,6 +37,8 @@ from genisys.connector import ConnectorClient
 from genisys.engine.calls import ComputeCalls
 from genisys.engine.observations import Observations
 from genisys.engine.workers import ComputeWorker
+from genisys.failover import Policy, settled
+from genisys.failover_leader import LeaderFailover
 from genisys.model import NAME_PATTERN, Compute
 from genisys.placement import placement_total
 from genisys.plan import (
@@ -68,7 +70,8 @@ STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress")
 
 class Reconciler:
     def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
-                 concurrency: int, service_prefix: str, strategy: str):
+                 concurrency: int, service_prefix: str, strategy: str,
+                 failover: Policy | None = None):
         self.store = store
         self.client = client
         self.poll_interval = poll_interval
@@ -76,6 +79,7 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
+        self.failover = failover and LeaderFailover(store, failover, strategy)
         self.metrics = store.metrics
         self._last_pass: dict | None = None  # at, ok, seconds (or error)
         self.workers: dict[str, ComputeWorker] = {}
@@ -127,6 +131,8 @@ class Reconciler:
         self.observations = Observations(self._wake_up)
         self._recorded, self.history, self._to_place = {}, {}, set()
         self._retry_at = None
+        if self.failover:
+            self.failover.new_term()
         unsubscribe = self.store.subscribe(self._changed, self._registry_changed)
         try:
             await self._run(term)
@@ -250,6 +256,29 @@ class Reconciler:
                 self._again({service}, "conflict")
 
         await asyncio.gather(*(write(s, p) for s, p in fixes.items()))
+        if self.failover and term.valid():
+            await self._fail_over(term, desired, indexes, set(fixes))
+
+    async def _fail_over(self, term, desired: Desired, indexes: dict[str, tuple[int, int]],
+                         placing: set[str]) -> None:
+        """Move the share of dead computes, or bring it back (genisys.failover)."""
+        now = time.monotonic()
+        self.failover.sample({name: worker.failing_since
+                              for name, worker in self.workers.items()}, now)
+        try:
+            _, events = await self.failover.apply(
+                term, desired, indexes, settled(desired, Observed(self.observations.counts)),
+                now, placing)
+        except (ConsulUnavailable, ConsulError) as exc:
+            log.warning("failover skipped, the next pass tries again: %s", exc)
+            return
+        except Exception:  # a bug there must not stop the placing and recording
+            log.exception("failover failed, the next pass tries again")
+            return
+        if events:  # recorded in the history with the next status records
+            self.observations.events += events
+            self.observations.dirty |= {event["service"] for event in events}
+            self._wake.set()
 
     def _again(self, services: set[str], reason: str) -> None:
         for _ in services:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from genisys.metrics import ReplicaMetrics
 from genisys.store.desired import DesiredState
 from genisys.store.election import Election
+from genisys.store.failover import FailoverRecords
 from genisys.store.registry import Registry
 from genisys.store.tokens import Tokens
 from genisys.store.transport import (
@@ -41,7 +42,7 @@ JOURNAL_GRACE = 30.0
 _PROBE_CERT_URI = "spiffe://00000000-0000-0000-0000-000000000000.consul/ns/default/dc/dc1/svc/probe"
 
 
-class ConsulStore(Election, Registry, Tokens, DesiredState):
+class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords):
     """Every read and write of Genisys's state in Consul: the mirror, the subscriptions and
     the transactions here, one part per job in the modules it inherits from."""
 

@@ -177,7 +177,7 @@ class DesiredState:
     def _own_prefixes(self) -> tuple[str, ...]:
         """Where Genisys keeps a service's keys (the total is Skynet's)."""
         return (self.placements_prefix, self.status_prefix, self.events_prefix,
-                self.lifecycle_prefix)
+                self.lifecycle_prefix, self.failover_prefix)
 
     async def known_services(self) -> set[str]:
         """Services with a placement, lifecycle flags, a status or a history (the last two
