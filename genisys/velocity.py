@@ -12,7 +12,7 @@ a step up (down), no order up (down) for that service until `up_cooldown`
 between replicas.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from genisys.plan import ScaleOrder
@@ -38,30 +38,51 @@ class Limits:
 
 @dataclass(frozen=True)
 class Steps:
-    """When the service was last ordered up and down (wall-clock seconds; None: never)."""
+    """The service's last step up and down: when (wall-clock seconds; None: never) and
+    the count each compute in it was granted."""
     up: float | None = None
     down: float | None = None
+    up_to: dict[str, int] = field(default_factory=dict)
+    down_to: dict[str, int] = field(default_factory=dict)
 
     def last(self, direction: str) -> float | None:
         return self.up if direction == UP else self.down
 
+    def granted(self, direction: str) -> dict[str, int]:
+        return self.up_to if direction == UP else self.down_to
+
+    def taken(self, direction: str, at: float, granted: dict[str, int]) -> "Steps":
+        if direction == UP:
+            return replace(self, up=at, up_to=granted)
+        return replace(self, down=at, down_to=granted)
+
     def to_dict(self) -> dict:
-        return {way: _iso(at) for way, at in ((UP, self.up), (DOWN, self.down))
-                if at is not None}
+        stored = {}
+        for way in (UP, DOWN):
+            if self.last(way) is not None:
+                stored[way] = _iso(self.last(way))
+                stored[f"{way}_to"] = self.granted(way)
+        return stored
 
     @classmethod
     def from_dict(cls, value) -> "Steps":
         """From the stored record; what does not parse counts as never (a junk record must
-        not block a service forever)."""
+        not hold a service back forever)."""
         value = value if isinstance(value, dict) else {}
-        return cls(**{way: _seconds(value.get(way)) for way in (UP, DOWN)})
+        steps = cls()
+        for way in (UP, DOWN):
+            at, granted = _seconds(value.get(way)), value.get(f"{way}_to")
+            if at is not None:
+                steps = steps.taken(way, at, {c: n for c, n in granted.items() if _whole(n)}
+                                    if isinstance(granted, dict) else {})
+        return steps
 
 
 @dataclass(frozen=True)
 class Pace:
     """What the limits allow for one service now."""
     orders: list[ScaleOrder]   # the orders to send now, clamped
-    steps: Steps               # the last order times once these are sent
+    steps: Steps               # the last steps once these are sent: record it first
     next_step: float | None    # when an order held back or cut short may go; None: none is
     status: str | None         # "stepping: 4 of 10, next step up after <time>", or None
 
@@ -70,28 +91,47 @@ def pace(orders: list[ScaleOrder], limits: Limits, steps: Steps, now: float,
          running: int, desired: int) -> Pace:
     """The orders of one service that `limits` allow at `now`, given its last `steps`.
 
-    `running` is what its computes reported in all, `desired` its total (for the status).
+    Within a direction's cooldown, only the computes of its last step may still go, up
+    to what that step granted them (each compute's worker sends its own part when it
+    gets to it; a connector that has not reported its count yet gets it again).
+    `running` is what the service's computes reported in all, `desired` its total (for
+    the status).
     """
-    allowed, pending = [], {}
+    allowed, pending, new_step = [], {}, {UP: {}, DOWN: {}}
     for order in orders:
         way = UP if order.number > order.observed else DOWN
         last = steps.last(way)
         if last is not None and now < last + limits.cooldown(way):
-            pending[way] = last + limits.cooldown(way)  # the whole direction waits
-            continue
-        number = _clamp(order, limits.max_step)
-        if number != order.number:
-            pending[way] = now + limits.cooldown(way)
-        allowed.append(replace(order, number=number))
-    sent = {UP if o.number > o.observed else DOWN for o in allowed}
+            number = _within(order, steps.granted(way).get(order.compute))
+            if number != order.number:
+                pending[way] = last + limits.cooldown(way)
+        else:
+            number = _clamp(order, limits.max_step)
+            new_step[way][order.compute] = number
+            if number != order.number:
+                pending[way] = now + limits.cooldown(way)
+        if number != order.observed:
+            allowed.append(replace(order, number=number))
     if limits.active:
-        steps = replace(steps, **{way: now for way in sent})
+        for way, granted in new_step.items():
+            if granted:
+                steps = steps.taken(way, now, granted)
     if not pending:
         return Pace(allowed, steps, None, None)
     after = running + sum(o.number - o.observed for o in allowed)
     when = ", ".join(f"{way} after {_iso(at)}" for way, at in sorted(pending.items()))
     return Pace(allowed, steps, min(pending.values()),
                 f"stepping: {after} of {desired}, next step {when}")
+
+
+def _within(order: ScaleOrder, granted: int | None) -> int:
+    """As far as the step in progress granted the compute (its observed count when it
+    has none, or reached it)."""
+    if granted is None:
+        return order.observed
+    if order.number > order.observed:
+        return max(order.observed, min(order.number, granted))
+    return min(order.observed, max(order.number, granted))
 
 
 def _clamp(order: ScaleOrder, max_step: int | None) -> int:

@@ -25,7 +25,7 @@ def test_max_step_clamps_each_pair_from_what_it_reported():
     paced = pace([order("a", 0, 10), order("b", 9, 1)], Limits(max_step=2), Steps(), T,
                  running=9, desired=11)
     assert [o.number for o in paced.orders] == [2, 7]
-    assert paced.steps == Steps(up=T, down=T)
+    assert paced.steps == Steps(up=T, down=T, up_to={"a": 2}, down_to={"b": 7})
     assert paced.next_step == T  # no cooldown: the next step as soon as these are seen
     assert paced.status.startswith("stepping: 9 of 11, next step down after ")
 
@@ -34,7 +34,7 @@ def test_an_order_within_max_step_is_sent_whole_and_leaves_nothing_pending():
     paced = pace([order("a", 4, 6)], Limits(max_step=2, up_cooldown=30), Steps(), T,
                  running=4, desired=6)
     assert [o.number for o in paced.orders] == [6]
-    assert paced.steps == Steps(up=T)
+    assert paced.steps == Steps(up=T, up_to={"a": 6})
     assert (paced.next_step, paced.status) == (None, None)
 
 
@@ -43,7 +43,7 @@ def test_a_step_up_holds_further_steps_up_but_not_down():
     held = pace([order("a", 2, 6), order("b", 3, 0)], limits, Steps(up=T), T + 10,
                 running=5, desired=6)
     assert [(o.compute, o.number) for o in held.orders] == [("b", 1)]
-    assert held.steps == Steps(up=T, down=T + 10)
+    assert held.steps == Steps(up=T, down=T + 10, down_to={"b": 1})
     assert held.next_step == T + 30
     assert held.status == ("stepping: 3 of 6, next step down after 2027-01-15T08:02:10.000"
                            "+00:00, up after 2027-01-15T08:00:30.000+00:00")
@@ -63,11 +63,25 @@ def test_a_step_held_by_its_cooldown_says_when_it_goes():
     assert paced.status == "stepping: 2 of 6, next step up after 2027-01-15T08:01:00.000+00:00"
 
 
+def test_within_a_cooldown_the_computes_of_the_last_step_still_get_their_part():
+    # Another compute's worker took the step at T; this one gets to it at T + 1.
+    steps = Steps(up=T, up_to={"a": 2, "b": 3})
+    limits = Limits(max_step=2, up_cooldown=30)
+    paced = pace([order("b", 1, 9), order("c", 0, 4)], limits, steps, T + 1, 3, 15)
+    assert [(o.compute, o.number) for o in paced.orders] == [("b", 3)]
+    assert paced.steps == steps  # no new step: the one at T goes on
+    assert paced.next_step == T + 30
+    # b reports its part: nothing more for it until the cooldown ends
+    assert pace([order("b", 3, 9)], limits, steps, T + 2, 5, 15).orders == []
+
+
 def test_steps_round_trip_through_their_stored_form_and_junk_counts_as_never():
-    steps = Steps(up=T + 0.25, down=None)
-    assert steps.to_dict() == {"up": "2027-01-15T08:00:00.250+00:00"}
+    steps = Steps(up=T + 0.25, up_to={"a": 2})
+    assert steps.to_dict() == {"up": "2027-01-15T08:00:00.250+00:00", "up_to": {"a": 2}}
     assert Steps.from_dict(steps.to_dict()) == steps
     assert Steps.from_dict({"up": "yesterday", "down": 3}) == Steps()
+    assert Steps.from_dict({"down": "2027-01-15T08:00:00Z", "down_to": {"a": "x"}}) == \
+        Steps(down=T)
     assert Steps.from_dict(None) == Steps()
 
 
@@ -128,3 +142,53 @@ def test_the_placement_is_always_reached_within_the_limits(limits, running, plac
     for way, cooldown in (("up", limits.up_cooldown), ("down", limits.down_cooldown)):
         times = sorted({at for at, o in sent if (o.number > o.observed) == (way == "up")})
         assert all(b - a >= cooldown for a, b in zip(times, times[1:]))
+
+
+def workers(limits, running, placement, delays):
+    """As the leader's engine runs it: one worker per compute decides from what every
+    compute last reported but sends only its own compute's order, at its own moment
+    (`delays` after the previous one); a connector carries an order out one worker turn
+    later. The final counts; each step (time, direction, counts then); each order
+    (time, order)."""
+    computes = sorted(running.keys() | placement.keys())
+    running = {c: running.get(c, 0) for c in computes}
+    steps, now, taken, sent, ordered = Steps(), T, [], [], {}
+    for turn in range(20000):
+        running.update(ordered)  # last turn's order is carried out now
+        ordered = {}
+        if running == {c: placement.get(c, 0) for c in computes}:
+            return running, taken, sent
+        compute = computes[turn % len(computes)]
+        orders = [order(c, running[c], placement.get(c, 0)) for c in computes
+                  if running[c] != placement.get(c, 0)]
+        paced = pace(orders, limits, steps, now, sum(running.values()),
+                     sum(placement.values()))
+        for way in ("up", "down"):
+            if (paced.steps.last(way), paced.steps.granted(way)) != \
+                    (steps.last(way), steps.granted(way)):
+                taken.append((now, way, dict(running)))
+        steps = paced.steps
+        for o in paced.orders:
+            if o.compute == compute:
+                sent.append((now, o))
+                ordered[compute] = o.number
+        now += delays[turn % len(delays)]
+    raise AssertionError(f"not converged: {running} for {placement}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(limits_strategy, counts, counts, st.lists(st.sampled_from([0.0, 0.25, 2.0, 40.0]),
+                                                 min_size=1, max_size=5).filter(any))
+def test_per_compute_workers_keep_the_limits_and_arrive(limits, running, placement, delays):
+    final, taken, sent = workers(limits, running, placement, delays)
+    assert final == {c: placement.get(c, 0) for c in final}
+    for way, cooldown in (("up", limits.up_cooldown), ("down", limits.down_cooldown)):
+        times = [at for at, w, _ in taken if w == way]
+        assert all(b - a >= cooldown for a, b in zip(times, times[1:]))
+    for at, o in sent:  # every order belongs to a step, and stays within max_step of it
+        way = "up" if o.number > o.observed else "down"
+        then = [counts for t, w, counts in taken if w == way and t <= at]
+        if limits.active:
+            assert then, o
+        if limits.max_step is not None:
+            assert abs(o.number - then[-1][o.compute]) <= limits.max_step
