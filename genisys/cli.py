@@ -149,7 +149,8 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
     reconciler = Reconciler(store, connectors, poll_interval=config.connector.poll_interval,
                             concurrency=config.connector.concurrency,
                             service_prefix=config.consul.service_prefix,
-                            strategy=config.placement.strategy)
+                            strategy=config.placement.strategy,
+                            velocity=config.velocity.limits)
     # The reconciliation loop is the leader's work: LeaderElection runs it while this
     # replica leads and cancels it the moment it stops.
     election = LeaderElection(store, context.replica_id, advertised_address(config),

@@ -17,6 +17,7 @@ forgotten (genisys.plan decides both).
 
 import asyncio
 import logging
+import math
 import os
 import time
 from dataclasses import replace
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from genisys.connector import ConnectorClient, ConnectorError
 from genisys.jsonbody import excerpt
 from genisys.metrics import direction
+from genisys.pacing import Pacer
 from genisys.plan import (
     Desired,
     Observed,
@@ -41,6 +43,7 @@ from genisys.plan import (
 )
 from genisys.retirement import Retirement
 from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
+from genisys.velocity import Limits
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,15 @@ MAX_SENTENCE = 300
 HISTORY_LENGTH = 50
 # Only bench/reconcile.py sets this, to measure what the history costs.
 RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
+# A service in steps is looked at again at its next step, but not sooner than this: with
+# no cooldown, the next step waits for the connector to report the last one.
+STEP_RECHECK = 0.5
 
 
 class Reconciler:
     def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
-                 concurrency: int, service_prefix: str, strategy: str):
+                 concurrency: int, service_prefix: str, strategy: str,
+                 velocity: Limits = Limits()):
         self.store = store
         self.client = client
         self.poll_interval = poll_interval
@@ -63,6 +70,8 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
+        self.pacer = Pacer(store, velocity)
+        self._steps_due: dict[str, float] = {}  # service -> its next step (time.time())
         self.metrics = store.metrics
         self.last_cycle: dict | None = None   # for /health: when the last cycle completed
         # What this leader last wrote to each status key: only changes are written, and
@@ -99,8 +108,14 @@ class Reconciler:
         self._full_due = True
         self._recorded = None
         self._orders, self._unexpected = {}, set()
+        self.pacer.new_term()
+        self._steps_due = {}
         next_full = time.monotonic()
         while True:
+            due = {s for s, at in self._steps_due.items() if at <= time.time()}
+            for service in due:
+                del self._steps_due[service]
+            self._dirty |= due
             now = time.monotonic()
             if now >= next_full:
                 self._full_due = True
@@ -118,7 +133,8 @@ class Reconciler:
             try:
                 # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow the
                 # election's cancellation when the wake-up happens at the same moment.
-                async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
+                step = min(self._steps_due.values(), default=math.inf) - time.time()
+                async with asyncio.timeout(max(0.0, min(next_full - time.monotonic(), step))):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -154,7 +170,7 @@ class Reconciler:
         tokens = {c.name: c.token for c in await self.store.list_computes() if c.token}
         if self._recorded is None:  # a new term: start from what Consul holds
             self._recorded = {service: (status.get("observed"), status.get("errors"),
-                                        status.get("warnings"))
+                                        status.get("warnings"), status.get("stepping"))
                               for service, status in (await self.store.statuses()).items()}
             # The history goes on where the previous leader left it.
             self._history = await self.store.events()
@@ -186,14 +202,18 @@ class Reconciler:
                 term.session, {s: (p, *indexes[s]) for s, p in fixes.items()}, {}):
             self._request_full()  # someone changed these services meanwhile: read again
             return "placements changed during the cycle; starting over"
+        # Velocity limits: the orders allowed now, their step recorded in Consul first.
+        orders, due = await self.pacer.allow(term, desired, orders, observed.counts)
+        for service, at in due.items():
+            self._steps_due[service] = max(at, time.time() + STEP_RECHECK)
         events = await self.act(orders, desired, observed, term, tokens)
         statuses = self._changed_statuses(desired, managed, observed, warnings)
         histories = (new_histories(self._history, events, HISTORY_LENGTH)
                      if RECORD_HISTORY else {})
         if term.valid() and await self.store.leader_write(term.session, {}, statuses,
                                                           histories):
-            self._recorded.update((s, (v["observed"], v["errors"], v["warnings"]))
-                                  for s, v in statuses.items())
+            self._recorded.update((s, (v["observed"], v["errors"], v["warnings"],
+                                       v["stepping"])) for s, v in statuses.items())
             self._history.update(histories)
         await self._forget(term, desired, observed, indexes, managed, full=services is None)
         if services is None:  # connectors that left the registry: stop what runs there
@@ -302,6 +322,7 @@ class Reconciler:
                 log.info("service %s has no desired total any more: its status and history "
                          "are forgotten", service)
             gone |= forgotten
+        self.pacer.forget(gone)
         for service in gone:
             self._recorded.pop(service, None)
             self._history.pop(service, None)
@@ -333,9 +354,10 @@ class Reconciler:
                            if (service, c) in observed.errors},
                 "warnings": {c: warnings[service, c] for c in desired.computes
                              if (service, c) in warnings},
+                "stepping": self.pacer.statuses.get(service),
             }
             if self._recorded.get(service) != (status["observed"], status["errors"],
-                                               status["warnings"]):
+                                               status["warnings"], status["stepping"]):
                 changed[service] = {**status, "observed_at": _now()}
         return changed
 

@@ -982,6 +982,7 @@ class ConsulStore:
                 "observed": observed.get("observed", {}),
                 "errors": observed.get("errors", {}),
                 "warnings": observed.get("warnings", {}),
+                "stepping": observed.get("stepping"),
                 "observed_at": observed.get("observed_at"),
                 "paused": bool(flags.get("paused")),
                 "state": "deleting" if flags.get("deleting") else "active",

@@ -62,7 +62,7 @@ def test_get_service_shows_desired_and_placement(two_computes):
     # No connector answers at these addresses: the leader can only report errors.
     assert record["observed"] == {}
     assert set(record) == {"desired", "placement", "observed", "errors", "warnings",
-                           "observed_at", "paused", "state"}
+                           "stepping", "observed_at", "paused", "state"}
     listed = two_computes.request("GET", "/service").json()
     assert list(listed) == ["web"]
     assert listed["web"]["placement"] == {"b": 3}

@@ -1,0 +1,87 @@
+"""Velocity limits end to end: real Consul, replica processes and a counting connector
+process that logs every order it receives (bench/counting_connector.py --order-log)."""
+
+import signal
+
+import pytest
+
+from tests.connector_helpers import ConnectorProcess, unique
+from tests.support import wait_until
+
+FAST = {"connector": {"poll_interval": "30s", "timeout": "2s"},
+        "leader": {"check_ttl": "2s", "lock_delay": "1s"}}
+
+
+@pytest.fixture
+def counting_log(tmp_path):
+    """A counting connector and the orders it received: [(time.time(), service, number)]."""
+    orders = tmp_path / "orders.log"
+    with ConnectorProcess("bench.counting_connector", "--order-log", str(orders),
+                          log_path=tmp_path / "counting.log") as connector:
+        def received(service):
+            lines = orders.read_text().splitlines() if orders.exists() else []
+            return [(float(at), int(number)) for at, name, number in map(str.split, lines)
+                    if name == service]
+        yield connector, received
+
+
+def leader_of(replicas):
+    leaders = [r for r in replicas if r.process.poll() is None
+               and r.request("GET", "/health").json().get("leader")]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def limited_service(replica, connector, limits):
+    """A service known at 0 on the connector's compute, with its own `limits`."""
+    assert replica.request("POST", "/compute", {"name": "local",
+                                                "connector": connector.url}).status_code == 201
+    service = unique("svc")
+    assert replica.request("POST", f"/service/{service}/scale", {"number": 0}).status_code == 202
+    assert replica.request("PUT", f"/service/{service}/velocity", limits).status_code == 200
+    return service
+
+
+def test_a_scale_beyond_max_step_arrives_in_steps(start_replica, counting_log):
+    connector, received = counting_log
+    replica = start_replica(FAST)
+    service = limited_service(replica, connector, {"max_step": 2, "up_cooldown": "1s"})
+
+    response = replica.request("POST", f"/service/{service}/scale", {"number": 6})
+    assert response.status_code == 202
+    assert response.json()["desired"] == 6  # the total is set at once; the orders step
+    stepping = wait_until(lambda: replica.request("GET", f"/service/{service}").json()[
+        "stepping"], what="the status to say the service is stepping")
+    assert stepping.startswith(("stepping: 2 of 6, next step up after ",
+                                "stepping: 4 of 6, next step up after "))
+    wait_until(lambda: connector.running(service) == 6, timeout=20, what="6 running")
+    orders = received(service)
+    assert [number for _, number in orders] == [2, 4, 6]
+    assert all(b - a >= 1.0 for (a, _), (b, _) in zip(orders, orders[1:]))
+    wait_until(lambda: replica.request("GET", f"/service/{service}").json()["stepping"] is None,
+               what="the status to stop saying stepping")
+    events = replica.request("GET", f"/service/{service}/events").json()["events"]
+    assert [(e["from"], e["to"]) for e in reversed(events)] == [(0, 2), (2, 4), (4, 6)]
+
+
+def test_a_new_leader_waits_out_the_cooldown_of_the_order_its_predecessor_sent(
+        start_replica, counting_log):
+    connector, received = counting_log
+    replicas = [start_replica(FAST), start_replica(FAST)]
+    leader = wait_until(lambda: leader_of(replicas), timeout=15, what="a leader")
+    cooldown = 8.0  # longer than a failover with FAST's check TTL and lock-delay
+    service = limited_service(leader, connector, {"max_step": 1, "up_cooldown": f"{cooldown}s"})
+
+    assert leader.request("POST", f"/service/{service}/scale", {"number": 3}).status_code == 202
+    wait_until(lambda: received(service), what="the first order")
+    leader.stop(signal.SIGKILL)  # right after its order: it may not even have recorded it
+    follower = next(r for r in replicas if r is not leader)
+    wait_until(lambda: leader_of([follower]), timeout=30, what="a new leader")
+
+    wait_until(lambda: len(received(service)) >= 2, timeout=40, what="the second order")
+    (first, one), (second, two) = received(service)[:2]
+    assert (one, two) == (1, 2)
+    # The step is recorded before its order leaves the leader, so the connector's clock
+    # may see the first order a little after the step's time: a quarter second of slack.
+    assert second - first >= cooldown - 0.25
+    wait_until(lambda: connector.running(service) == 3, timeout=30, what="3 running")
+    assert [number for _, number in received(service)] == [1, 2, 3]
