@@ -1,10 +1,13 @@
 """Velocity limits end to end: real Consul, replica processes and a counting connector
 process that logs every order it receives (bench/counting_connector.py --order-log)."""
 
+import json
+import re
 import signal
 
 import pytest
 
+from integration.test_readme import README, httpie, shell_block
 from tests.connector_helpers import ConnectorProcess, unique
 from tests.support import wait_until
 
@@ -85,3 +88,25 @@ def test_a_new_leader_waits_out_the_cooldown_of_the_order_its_predecessor_sent(
     assert second - first >= cooldown - 0.25
     wait_until(lambda: connector.running(service) == 3, timeout=30, what="3 running")
     assert [number for _, number in received(service)] == [1, 2, 3]
+
+
+def test_the_readmes_example(start_replica, counting_log):
+    connector, received = counting_log
+    replica = start_replica(FAST)
+    assert replica.request("POST", "/compute", {"name": "local",
+                                                "connector": connector.url}).status_code == 201
+    ports = {"7001": replica.port}
+    known, limit, show, scale, status, unlimited, reset = shell_block(
+        "service/web/velocity max_step:=2")
+    httpie(known, ports)
+    shown = json.loads(re.search(r"```json\n(\{\"service\": \"web\", \"max_step\".*?)```",
+                                 README, re.DOTALL).group(1))
+    assert httpie(limit, ports) == shown
+    assert httpie(show, ports) == shown
+    assert httpie(scale, ports)["desired"] == 6
+    stepping = wait_until(lambda: httpie(status, ports)["stepping"], what="stepping")
+    assert stepping.startswith("stepping: 2 of 6, next step up after ")
+    assert [number for _, number in received("web")] == [2]  # the next one in 30 s
+    assert httpie(unlimited, ports)["max_step"] is None
+    answer = httpie(reset, ports)
+    assert (answer["max_step"], set(answer["source"].values())) == (None, {"default"})
