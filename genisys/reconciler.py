@@ -42,7 +42,7 @@ from genisys.plan import (
     scale_orders,
 )
 from genisys.retirement import Retirement
-from genisys.store import ConsulException, ConsulStore, ConsulUnavailable
+from genisys.store import ConsulError, ConsulStore, ConsulUnavailable
 from genisys.velocity import Limits
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Reconciler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the loop must survive anything a cycle meets
-            if isinstance(exc, (ConsulUnavailable, ConsulException)):
+            if isinstance(exc, (ConsulUnavailable, ConsulError)):
                 log.warning("reconcile cycle skipped, the next one will retry: %s", exc)
             else:
                 log.exception("reconcile cycle failed, the next one will retry")

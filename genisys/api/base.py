@@ -7,12 +7,11 @@ import re
 import secrets
 from functools import cached_property
 
-from consul.exceptions import ConsulException
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from genisys import auth, jsonbody
 from genisys.model import ValidationError
-from genisys.store import Conflict, ConsulUnavailable, NotFound, PermissionDenied
+from genisys.store import Conflict, ConsulError, ConsulUnavailable, NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("tornado.access")
@@ -29,7 +28,7 @@ class ApiError(Exception):
 
 # Exceptions that are the caller's or the environment's doing, not a bug.
 _EXPECTED = {ValidationError: 400, NotFound: 404, Conflict: 409, ConsulUnavailable: 503,
-             PermissionDenied: 503, ConsulException: 503}
+             PermissionDenied: 503, ConsulError: 503}
 
 
 _TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB."
@@ -144,7 +143,7 @@ class JsonHandler(RequestHandler):
             return exc.status, str(exc)
         for cls, status in _EXPECTED.items():
             if isinstance(exc, cls):
-                if cls is ConsulException:  # PermissionDenied, listed first, says it all
+                if cls is ConsulError:  # PermissionDenied, listed first, says it all
                     return 503, f"Consul refused the request: {str(exc)[:200]}"
                 return status, str(exc)
         if isinstance(exc, HTTPError) or exc is None:
