@@ -1,15 +1,16 @@
 """Velocity limits: how fast the leader may move a service towards its placement.
 
-Pure functions. Given a service's limits, the times of its last order up and down, and the
-orders the reconciler decided for it, say which orders go out now (clamped to `max_step`),
-the times of its last orders after that (written to Consul BEFORE the orders are sent, so
-a new leader honours them), when the next step is due, and one sentence for its status.
+Pure functions. Given a service's limits, its last steps up and down, and the orders the
+reconciler decided for it, say which orders go out now (clamped to `max_step`), its last
+steps after that (written to Consul BEFORE the orders are sent, so that a new leader
+honours them), when the next step is due, and one sentence for its status.
 
 A step is what one service is ordered in one direction at one moment: every compute that
 must go that way goes at once, each at most `max_step` from the count it reported. After
 a step up (down), no order up (down) for that service until `up_cooldown`
 (`down_cooldown`) has passed. Times are wall-clock seconds (time.time()): they travel
-between replicas.
+between replicas. A step time later than now (another replica's clock ahead of this
+one's) counts as now: no wait is ever longer than the cooldown.
 """
 
 from dataclasses import dataclass, field, replace
@@ -98,6 +99,9 @@ def pace(orders: list[ScaleOrder], limits: Limits, steps: Steps, now: float,
     the status).
     """
     allowed, pending, new_step = [], {}, {UP: {}, DOWN: {}}
+    for way in (UP, DOWN):
+        if (steps.last(way) or 0) > now:  # recorded by a clock ahead of this one
+            steps = steps.taken(way, now, steps.granted(way))
     for order in orders:
         way = UP if order.number > order.observed else DOWN
         last = steps.last(way)

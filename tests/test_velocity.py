@@ -56,6 +56,15 @@ def test_the_cooldown_ends_exactly_at_its_time():
         [order("a", 0, 3)]
 
 
+def test_a_step_time_ahead_of_this_clock_counts_as_now():
+    # Recorded by a replica whose clock is a day ahead: the wait is still the cooldown.
+    limits = Limits(up_cooldown=60)
+    paced = pace([order("a", 2, 6)], limits, Steps(up=T + 86400), T, 2, 6)
+    assert (paced.orders, paced.next_step, paced.steps) == ([], T + 60, Steps(up=T))
+    assert pace([order("a", 2, 6)], limits, paced.steps, T + 60, 2, 6).orders == \
+        [order("a", 2, 6)]
+
+
 def test_a_step_held_by_its_cooldown_says_when_it_goes():
     paced = pace([order("a", 2, 6)], Limits(up_cooldown=60), Steps(up=T), T + 1, 2, 6)
     assert paced.orders == []
@@ -149,7 +158,7 @@ def workers(limits, running, placement, delays):
     compute last reported but sends only its own compute's order, at its own moment
     (`delays` after the previous one); a connector carries an order out one worker turn
     later. The final counts; each step (time, direction, counts then); each order
-    (time, order)."""
+    (time, order, how many steps had been taken when it was sent)."""
     computes = sorted(running.keys() | placement.keys())
     running = {c: running.get(c, 0) for c in computes}
     steps, now, taken, sent, ordered = Steps(), T, [], [], {}
@@ -170,7 +179,7 @@ def workers(limits, running, placement, delays):
         steps = paced.steps
         for o in paced.orders:
             if o.compute == compute:
-                sent.append((now, o))
+                sent.append((now, o, len(taken)))
                 ordered[compute] = o.number
         now += delays[turn % len(delays)]
     raise AssertionError(f"not converged: {running} for {placement}")
@@ -185,9 +194,9 @@ def test_per_compute_workers_keep_the_limits_and_arrive(limits, running, placeme
     for way, cooldown in (("up", limits.up_cooldown), ("down", limits.down_cooldown)):
         times = [at for at, w, _ in taken if w == way]
         assert all(b - a >= cooldown for a, b in zip(times, times[1:]))
-    for at, o in sent:  # every order belongs to a step, and stays within max_step of it
+    for _, o, steps in sent:  # every order belongs to a step, within max_step of it
         way = "up" if o.number > o.observed else "down"
-        then = [counts for t, w, counts in taken if w == way and t <= at]
+        then = [counts for _, w, counts in taken[:steps] if w == way]
         if limits.active:
             assert then, o
         if limits.max_step is not None:
