@@ -6,7 +6,7 @@ import pytest
 
 from genisys.devconsul import make_certificates
 from tests.dockerd import DockerEngine, NoEngine
-from tests.connector_helpers import ConnectorProcess
+from tests.connector_helpers import CountingConnector
 from tests.faulty_connector import FaultyProcess
 from tests.support import ConsulAgent, Replica, unique_prefix
 
@@ -90,6 +90,7 @@ def certificates(tmp_path_factory):
 
 @pytest.fixture
 def counting(tmp_path):
-    """A counting connector (bench/counting_connector.py): any service, no backend."""
-    with ConnectorProcess("bench.counting_connector", log_path=tmp_path / "counting.log") as c:
-        yield c
+    """A counting connector (bench/counting_connector.py): any service, no backend;
+    `arrival(service, number)` tells when an order reached it."""
+    with CountingConnector(log_path=tmp_path / "counting.log") as connector:
+        yield connector

@@ -24,13 +24,9 @@ nothing is written to disk but temporary files. Figures, never assertions.
 """
 
 import argparse
-import http.client
 import json
 import os
-import resource
 import shutil
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,11 +35,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import loadgen
-from bench.proc import cpu_seconds, stop_process
-from genisys.devconsul import (INSTALL_HINT, DevConsul, find_consul_binary, free_port,
-                               make_certificates)
+from bench.proc import cpu_seconds, machine_busy, own_cpu
+from genisys.devconsul import INSTALL_HINT, find_consul_binary, free_port, make_certificates
+from tests.support import ChildProcess, ConsulAgent, Replica, http_request, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPUTE_COUNT = 100
 ITEM = "c050"  # the compute that GET /compute/<name> reads
 
@@ -121,62 +116,33 @@ def serve_bare(port: int, count: int) -> int:
 
 # -- processes ----------------------------------------------------------------------------
 
-class Process:
-    """A child process with its output in a temporary log; stop() by SIGTERM."""
-
-    def __init__(self, name: str, command: list[str], cwd: Path, env: dict | None = None,
-                 cpus: set[int] | None = None):
-        self.name = name
-        self.log_path = cwd / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def check(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n"
-                               f"{self.log_path.read_text(errors='replace')[-2000:]}")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self._log.close()
+def create_compute(url: str) -> loadgen.Request:
+    """POST /compute, a new compute each time. Each has its own connector URL (two computes
+    may not share one); nothing listens on port 9, so the leader's calls fail at once."""
+    return loadgen.Request(
+        "POST", f"{url}/compute",
+        unique_body=lambda tag, n: (f'{{"name":"{tag}-{n}",'
+                                    f'"connector":"http://127.0.0.1:9/{tag}-{n}"}}').encode(),
+        lua_body="""'{"name":"' .. tag .. '-' .. n .. '","connector":"http://127.0.0.1:9/' """
+                 """.. tag .. '-' .. n .. '"}'""")
 
 
-def fetch(method: str, host_port: str, path: str, body: bytes | None = None,
-          timeout: float = 5.0, ca_file: str | None = None,
-          headers: dict | None = None) -> tuple[int, bytes]:
-    """One request; over HTTPS verified with `ca_file` when it is given."""
-    host, port = host_port.rsplit(":", 1)
-    conn = (http.client.HTTPSConnection(host, int(port), timeout=timeout,
-                                        context=ssl.create_default_context(cafile=ca_file))
-            if ca_file else http.client.HTTPConnection(host, int(port), timeout=timeout))
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+def serves_computes(url: str, ca_file: str | None = None, headers: dict | None = None) -> bool:
+    """The server at `url` lists the bench's computes (all of them)."""
+    status, body = http_request("GET", f"{url}/compute", headers=headers, timeout=5,
+                                ca_file=ca_file)
+    return status == 200 and len(json.loads(body)) == COMPUTE_COUNT
 
 
-def wait_for(what: str, predicate, process: Process | None = None, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        if process:
-            process.check()
+def ready(process, predicate):
+    """A wait_until predicate: raise if `process` exited, False while it does not answer."""
+    def check():
+        process.check()
         try:
-            if predicate():
-                return
+            return predicate()
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+            return False
+    return check
 
 
 # -- the bench ----------------------------------------------------------------------------
@@ -204,11 +170,8 @@ class CpuMeter:
 
     def sample(self, server: int):
         ours = [cpu_seconds(pid) for pid in self.ours]
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the finished wrk runs
-        return (time.monotonic(), cpu_seconds(server), machine_busy_seconds(),
-                None if None in ours else sum(ours) + me.ru_utime + me.ru_stime
-                + children.ru_utime + children.ru_stime)
+        return (time.monotonic(), cpu_seconds(server), machine_busy(),
+                None if None in ours else sum(ours) + own_cpu())
 
     def add(self, label: str, before, after) -> None:
         totals = self.totals.setdefault(label, [0.0, 0.0, 0.0])
@@ -224,15 +187,6 @@ class CpuMeter:
         """The server's CPU and the others', in cores, over the label's measurements."""
         seconds, server, others = self.totals.pop(label)
         return tuple(None if v is None or not seconds else v / seconds for v in (server, others))
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU time spent in user and system mode on the whole machine (Linux /proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        return sum(int(v) for v in fields[1:4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        return None
 
 
 def measure(tool: loadgen.LoadGenerator, labels: list[str], requests: dict,
@@ -353,73 +307,70 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     prefix = f"bench-{run_id}/"
 
     server_cpus, pinning = cpu_plan(args.pin, tool)
-    consul = DevConsul().start()
+    consul = ConsulAgent(own=True)
     stack.callback(consul.stop)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_HTTP")}
 
-    def start_replica(name: str, key_prefix: str, extra_env: dict) -> tuple[Process, str]:
-        for compute, definition in compute_definitions().items():  # as the store writes them
-            value = json.dumps(definition, separators=(",", ":"), sort_keys=True).encode()
-            status, _ = fetch("PUT", consul.address, f"/v1/kv/{key_prefix}computes/{compute}",
-                              value)
-            assert status == 200, f"Consul refused the seed write: {status}"
-        port = free_port()
-        config = workdir / f"{name}.yml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "genisys": {"bind": "127.0.0.1", "port": port, "compute_file": ""},
-            "consul": {"host": "127.0.0.1", "port": consul.http_port, "key_prefix": key_prefix,
-                       "resources_key_prefix": f"{key_prefix}resources/"},
-        }))
-        process = Process(name, [sys.executable, str(ROOT / "main.py"), "--config", str(config),
-                                 "--log-level", args.replica_log_level], workdir,
-                          {**env, **extra_env}, server_cpus)
-        stack.callback(process.stop)
-        return process, f"127.0.0.1:{port}"
+    def start_replica(key_prefix: str, env: dict | None = None, settings: dict | None = None,
+                      ca_file: str | None = None) -> Replica:
+        consul.kv_put_many({  # the computes, as the store writes them
+            f"{key_prefix}computes/{compute}": json.dumps(definition, separators=(",", ":"),
+                                                          sort_keys=True)
+            for compute, definition in compute_definitions().items()})
+        replica = Replica(consul.address, key_prefix, settings, env=env, ca_file=ca_file,
+                          args=["--log-level", args.replica_log_level], cpus=server_cpus)
+        stack.callback(shutil.rmtree, replica.dir, ignore_errors=True)
+        stack.callback(replica.stop)
+        return replica.start(wait=False)
 
-    replica, replica_address = start_replica("replica", prefix, {})
+    replica = start_replica(prefix)
     bare_port = free_port()
-    bare_address = f"127.0.0.1:{bare_port}"
-    bare = Process("bare-tornado",
-                   [sys.executable, "-m", "bench.api", "--serve-bare", str(bare_port)],
-                   workdir, {**env, "PYTHONPATH": str(ROOT)}, server_cpus)
+    bare_url = f"http://127.0.0.1:{bare_port}"
+    bare = ChildProcess("the bare Tornado server",
+                        [sys.executable, "-m", "bench.api", "--serve-bare", str(bare_port)],
+                        workdir / "bare-tornado.log", cpus=server_cpus).start()
     stack.callback(bare.stop)
 
-    wait_for("the replica to serve the 100 computes",
-             lambda: (lambda s, b: s == 200 and len(json.loads(b)) == COMPUTE_COUNT)(
-                 *fetch("GET", replica_address, "/compute")), replica)
-    wait_for("the bare Tornado server", lambda: fetch("GET", bare_address, "/compute")[0] == 200,
-             bare)
-    tls_replica = tls_address = None
+    wait_until(ready(replica, lambda: serves_computes(replica.url)), timeout=20,
+               what="the replica to serve the 100 computes")
+    wait_until(ready(bare, lambda: serves_computes(bare_url)), timeout=20,
+               what="the bare Tornado server")
+    tls_replica = ca_file = None
     if args.tls:
-        tls_replica, tls_address, ca_file = start_tls_replica(
-            json.loads((workdir / "replica.yml").read_text()), workdir, env, args,
-            server_cpus)
+        tls_dir = workdir / "tls"
+        tls_dir.mkdir()
+        server = make_certificates(str(tls_dir))["server"]
+        ca_file = server.ca_file
+        # The same keys, served over HTTPS. It does not lead (the first replica does):
+        # with nothing to reconcile, that costs nothing.
+        tls_replica = Replica(consul.address, prefix, {"genisys": {
+            "tls_cert_file": server.cert_file, "tls_key_file": server.key_file}},
+            ca_file=ca_file, args=["--log-level", args.replica_log_level], cpus=server_cpus)
+        stack.callback(shutil.rmtree, tls_replica.dir, ignore_errors=True)
         stack.callback(tls_replica.stop)
-        wait_for("the https replica to serve the 100 computes",
-                 lambda: (lambda s, b: s == 200 and len(json.loads(b)) == COMPUTE_COUNT)(
-                     *fetch("GET", tls_address, "/compute", ca_file=ca_file)), tls_replica)
+        tls_replica.start(wait=False)
+        wait_until(ready(tls_replica, lambda: serves_computes(tls_replica.url, ca_file)),
+                   timeout=20, what="the https replica to serve the 100 computes")
     for path in (f"/compute/{ITEM}", "/compute"):  # "the same JSON", byte for byte
-        ours, theirs = fetch("GET", replica_address, path), fetch("GET", bare_address, path)
+        ours = http_request("GET", replica.url + path)
+        theirs = http_request("GET", bare_url + path)
         if ours != theirs:
             print(f"warning: GET {path} differs: Genisys {ours[0]} {len(ours[1])} bytes, "
                   f"bare Tornado {theirs[0]} {len(theirs[1])} bytes", file=sys.stderr)
     try:  # one replica elects itself; wait for it, so every run measures the same thing
-        wait_for("the replica to lead", lambda: json.loads(
-            fetch("GET", replica_address, "/health")[1]).get("leader"), replica, timeout=10)
+        wait_until(replica.leads, timeout=10, what="the replica to lead")
         role = "it leads, so its reconcile loop runs during the bench"
-    except RuntimeError:
+    except AssertionError:
         role = "it does not lead"
     secured = token = None
     if args.auth:
-        secured, secured_address = start_replica("replica-auth", f"auth-{prefix}",
-                                                 {"GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP})
-        token = read_token(secured_address, secured)
-    agent = json.loads(fetch("GET", consul.address, "/v1/agent/self")[1])
-    consul_version = agent["Config"]["Version"]
+        secured = start_replica(f"auth-{prefix}", env={"GENISYS_BOOTSTRAP_TOKEN": BOOTSTRAP})
+        token = read_token(secured)
+    consul_version = json.loads(http_request("GET", f"{consul.url}/v1/agent/self")[1])[
+        "Config"]["Version"]
 
     print(f"Consul {consul_version} dev agent on {consul.address}; Genisys replica on "
-          f"{replica_address} (python main.py --log-level {args.replica_log_level}; {role}); "
-          f"bare Tornado on {bare_address}")
+          f"{replica.url} (python main.py --log-level {args.replica_log_level}; {role}); "
+          f"bare Tornado on {bare_url}")
     print(f"{pinning}; {args.duration} s per measurement after {args.warmup} s of warm-up; "
           f"srv CPU: the measured server's CPU time (100% = one core); req/CPU-s: requests per "
           f"second of it; others: CPU used meanwhile by programs outside this bench (above "
@@ -427,28 +378,23 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     print()
     print(HEADER)
 
-    genisys, bare_url, consul_url = (f"http://{replica_address}", f"http://{bare_address}",
-                                     f"http://{consul.address}")
-    post = loadgen.Request(
-        "POST", f"{genisys}/compute",
-        unique_body=lambda tag, n: (f'{{"name":"{tag}-{n}",'
-                                    f'"connector":"http://127.0.0.1:9"}}').encode(),
-        lua_body="""'{"name":"' .. tag .. '-' .. n .. '","connector":"http://127.0.0.1:9"}'""")
+    genisys, consul_url = replica.url, consul.url
+    post = create_compute(genisys)
     requests = {
         GET_ITEM: (loadgen.Request("GET", f"{genisys}/compute/{ITEM}"), replica.pid),
         BARE_ITEM: (loadgen.Request("GET", f"{bare_url}/compute/{ITEM}"), bare.pid),
         KV_ITEM: (loadgen.Request("GET", f"{consul_url}/v1/kv/{prefix}computes/{ITEM}"),
-                  consul.process.pid),
+                  consul.pid),
         GET_LIST: (loadgen.Request("GET", f"{genisys}/compute"), replica.pid),
         BARE_LIST: (loadgen.Request("GET", f"{bare_url}/compute"), bare.pid),
         POST: (post, replica.pid),
     }
     if secured:
-        requests[AUTH_ITEM] = (loadgen.Request("GET", f"http://{secured_address}/compute/{ITEM}",
+        requests[AUTH_ITEM] = (loadgen.Request("GET", f"{secured.url}/compute/{ITEM}",
                                                headers=(("Authorization", f"Bearer {token}"),)),
                                secured.pid)
     if tls_replica:
-        requests[TLS_ITEM] = (loadgen.Request("GET", f"https://{tls_address}/compute/{ITEM}",
+        requests[TLS_ITEM] = (loadgen.Request("GET", f"{tls_replica.url}/compute/{ITEM}",
                                               ca_file=ca_file), tls_replica.pid)
         requests[HTTP_ITEM] = requests[GET_ITEM]
     # Genisys and bare Tornado in turns (see measure); POST last: it grows the registry
@@ -457,7 +403,7 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
               *([(HTTP_ITEM, TLS_ITEM)] if tls_replica else []),
               (KV_ITEM,), (GET_LIST, BARE_LIST), (POST,)]
     only = [w.strip().lower() for w in args.only.split(",") if w.strip()]
-    meter = CpuMeter([replica.pid, bare.pid, consul.process.pid,
+    meter = CpuMeter([replica.pid, bare.pid, consul.pid,
                       *([tls_replica.pid] if tls_replica else []),
                       *([secured.pid] if secured else [])])
     rows: dict[tuple[str, int], Row] = {}
@@ -473,10 +419,10 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
                 secured.check()
 
     if any(label == POST for label, _ in rows):
-        _, body = fetch("GET", consul.address, f"/v1/kv/{prefix}computes/?keys")
+        registry = consul.kv_keys(f"{prefix}computes/")
         created = sum(rows[POST, c].result.requests - rows[POST, c].result.non2xx
                       for c in args.connections)
-        print(f"\nregistry after the POSTs: {len(json.loads(body))} computes in Consul "
+        print(f"\nregistry after the POSTs: {len(registry)} computes in Consul "
               f"({COMPUTE_COUNT} seeded, {created} created in the measured runs, the rest in "
               f"the warm-ups)")
     report(rows, args)
@@ -484,32 +430,15 @@ def run(args, tool: loadgen.LoadGenerator, stack: ExitStack) -> int:
     return 0
 
 
-def read_token(address: str, replica: Process) -> str:
+def read_token(replica: Replica) -> str:
     """A `read` token made with the bootstrap token, once the replica serves its computes."""
     admin = {"Authorization": f"Bearer {BOOTSTRAP}"}
-    wait_for("the replica with authentication to serve its computes",
-             lambda: fetch("GET", address, "/compute", headers=admin)[0] == 200, replica)
-    status, body = fetch("POST", address, "/token", b'{"name":"bench","role":"read"}',
-                         headers=admin)
+    wait_until(ready(replica, lambda: serves_computes(replica.url, headers=admin)), timeout=20,
+               what="the replica with authentication to serve its computes")
+    status, body = http_request("POST", f"{replica.url}/token",
+                                b'{"name":"bench","role":"read"}', headers=admin)
     assert status == 201, f"POST /token answered {status}: {body[:200]!r}"
     return json.loads(body)["secret"]
-
-
-def start_tls_replica(settings: dict, workdir: Path, env: dict, args, cpus):
-    """A second replica of the same keys, serving HTTPS; (process, address, CA file).
-    It does not lead (the first one does): with nothing to reconcile, that costs nothing."""
-    tls_dir = workdir / "tls"
-    tls_dir.mkdir()
-    server = make_certificates(str(tls_dir))["server"]
-    port = free_port()
-    settings["genisys"].update(port=port, tls_cert_file=server.cert_file,
-                               tls_key_file=server.key_file)
-    config = workdir / "genisys-tls.yml"
-    config.write_text(json.dumps(settings))
-    process = Process("replica-tls", [sys.executable, str(ROOT / "main.py"), "--config",
-                                      str(config), "--log-level", args.replica_log_level],
-                      workdir, env, cpus)
-    return process, f"127.0.0.1:{port}", server.ca_file
 
 
 def report(rows: dict, args) -> None:

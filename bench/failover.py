@@ -15,36 +15,19 @@ import statistics
 import sys
 import time
 
-import requests
-
 from genisys.config import parse_duration
-from genisys.devconsul import DevConsul
-from tests.support import Replica, unique_prefix, wait_until
+from tests.support import ConsulAgent, Replica, the_leader, unique_prefix, wait_until
 
 POLL = 0.01
 
 
-def leads(replica: Replica) -> bool:
-    try:
-        return requests.get(f"{replica.url}/health", timeout=1).json().get("leader") is True
-    except (requests.RequestException, ValueError):
-        return False
-
-
-def current_leader(replicas: list[Replica]) -> Replica:
-    def find():
-        leading = [r for r in replicas if leads(r)]
-        return leading[0] if len(leading) == 1 else None
-    return wait_until(find, timeout=30, interval=POLL, what="exactly one leader")
-
-
 def one_round(replicas: list[Replica], sig: int) -> tuple[float, Replica]:
     """Signal the leader; seconds until another replica leads, and the stopped one."""
-    leader = current_leader(replicas)
+    leader = the_leader(replicas, interval=POLL)
     others = [r for r in replicas if r is not leader]
     started = time.monotonic()
     leader.process.send_signal(sig)
-    wait_until(lambda: any(leads(r) for r in others), timeout=60, interval=POLL,
+    wait_until(lambda: any(r.leads() for r in others), timeout=60, interval=POLL,
                what="another replica to lead")
     elapsed = time.monotonic() - started
     code = leader.process.wait(timeout=15)
@@ -73,7 +56,7 @@ def main(argv=None) -> int:
     settings = {"leader": {"check_ttl": f"{parse_duration(args.check_ttl):g}s",
                            "lock_delay": f"{parse_duration(args.lock_delay):g}s"}}
 
-    consul = DevConsul().start()
+    consul = ConsulAgent(own=True)
     prefix = unique_prefix()
     replicas: list[Replica] = []
     results: dict[str, list[float]] = {"kill -9": [], "SIGTERM": []}

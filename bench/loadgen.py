@@ -29,14 +29,17 @@ from urllib.parse import urlsplit
 
 @dataclass(frozen=True)
 class Request:
-    """What to send. With `unique_body`, each request gets its own body: the callable
-    receives a tag (unique per run and connection/thread) and a counter."""
+    """What to send. With `unique_body` (and `unique_path`), each request gets its own
+    body (and path): the callable receives a tag (unique per run and connection/thread)
+    and a counter."""
     method: str
     url: str
     unique_body: Callable[[str, int], bytes] | None = None
     content_type: str = "application/json"
-    # For wrk: the same body as Lua; `tag` and `n` are in scope (see _POST_LUA).
+    # For wrk: the same body (and path) as Lua; `tag` and `n` are in scope (see _POST_LUA).
     lua_body: str | None = None
+    unique_path: Callable[[str, int], str] | None = None
+    lua_path: str | None = None
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request, e.g. a token
     ca_file: str | None = None  # https: the asyncio client verifies with it (wrk does not)
 
@@ -154,7 +157,7 @@ function init(args)
 end
 function request()
   n = n + 1
-  return wrk.format(nil, nil, nil, @BODY@)
+  return wrk.format(nil, @PATH@, nil, @BODY@)
 end
 function response(status, headers, body)
   if status < 200 or status > 299 then non2xx = non2xx + 1 end
@@ -181,7 +184,8 @@ class Wrk(LoadGenerator):
         if request.lua_body:
             script = (_POST_LUA.replace("@METHOD@", request.method)
                       .replace("@CONTENT_TYPE@", request.content_type)
-                      .replace("@BODY@", request.lua_body))
+                      .replace("@BODY@", request.lua_body)
+                      .replace("@PATH@", request.lua_path or "nil"))
         elif request.method == "GET":
             script = _GET_LUA
         else:
@@ -305,15 +309,18 @@ class AsyncioClient(LoadGenerator):
         tls = ssl.create_default_context(cafile=request.ca_file) if url.scheme == "https" \
             else None
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        head = f"{request.method} {target} HTTP/1.1\r\nHost: {url.netloc}\r\n" + "".join(
+        headers = f"Host: {url.netloc}\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in request.headers)
-        static = (head + "\r\n").encode() if request.unique_body is None else None
+        static = (f"{request.method} {target} HTTP/1.1\r\n{headers}\r\n".encode()
+                  if request.unique_body is None else None)
 
         def build(conn_tag: str, n: int) -> bytes:
             if static is not None:
                 return static
             body = request.unique_body(conn_tag, n)
-            return (head + f"Content-Type: {request.content_type}\r\n"
+            path = request.unique_path(conn_tag, n) if request.unique_path else target
+            return (f"{request.method} {path} HTTP/1.1\r\n{headers}"
+                    f"Content-Type: {request.content_type}\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
         loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@
 
 Three parts, everything on loopback, figures only (no assertions):
 
-1. observe: Reconciler.observe called in-process (its ConsulStore is built but never
+1. observe: the leader's observation (genisys.engine.calls) called in-process (no store
    started: observe does not touch Consul) for --services services on 3 counting
    connectors (bench/counting_connector.py) whose every call waits --latency:
    (a) connectors started with --no-bulk, so one GET /service/<s>/status per (service,
@@ -36,14 +36,11 @@ wall times move a lot, the CPU costs much less.
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import re
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,14 +49,14 @@ from pathlib import Path
 
 import requests
 
-from bench.proc import cpu_seconds, stop_process
+from bench.proc import OtherLoad, cpu_seconds, machine_busy, memory_mb, own_cpu
 from genisys.connector import ConnectorClient
-from genisys.devconsul import DevConsul, free_port
-from genisys.reconciler import Reconciler
-from genisys.store import ConsulStore
-from tests.support import Replica, unique_prefix, wait_until
+from genisys.engine.calls import ComputeCalls
+from genisys.metrics import ReplicaMetrics
+from genisys.plan import Observed
+from tests.connector_helpers import CountingConnector
+from tests.support import ConsulAgent, Replica, percentile, the_leader, unique_prefix, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONCURRENCY = 64   # genisys.config.ConnectorSection.concurrency
 CLIENT_POOL = 256          # the connection pool of this bench's own ConnectorClient
 TARGET_PER_SERVICE = 2.0
@@ -68,84 +65,7 @@ TARGET_P50_MS, TARGET_P99_MS = 25.0, 100.0
 TARGET_RSS_MB = 150.0
 
 
-# -- processes and measurements -------------------------------------------------------
-
-class Connector:
-    """`python -m bench.counting_connector` on a free port, its output in a log file."""
-
-    def __init__(self, workdir: Path, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"connector-{self.port}.log"
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.counting_connector", "--bind", "127.0.0.1",
-             "--port", str(self.port), *args],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait(self) -> "Connector":
-        def up():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"connector exited:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                return requests.get(f"{self.url}/health", timeout=1).ok
-            except requests.ConnectionError:
-                return False
-        wait_until(up, timeout=20, what=f"connector on {self.url}")
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self._log.close()
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine spent busy since boot (all CPUs), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-class OtherLoad:
-    """CPU that programs other than this bench's used while it measured, in CPUs."""
-
-    def __init__(self, pids: list[int]):
-        self.pids = pids
-        self._start = self._sample()
-
-    def _sample(self) -> tuple[float, float, float]:
-        ours = own_cpu()
-        for pid in self.pids:
-            try:
-                ours += cpu_seconds(pid)
-            except OSError:
-                pass
-        return time.monotonic(), machine_busy(), ours
-
-    def cpus(self) -> float:
-        (t0, busy0, ours0), (t1, busy1, ours1) = self._start, self._sample()
-        return max(0.0, (busy1 - busy0) - (ours1 - ours0)) / max(t1 - t0, 1e-9)
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            found[key] = int(value.split()[0])
-    return found
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile (p99 of 200 values is the 198th smallest)."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))]
-
+# -- measurements -----------------------------------------------------------------------
 
 def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
@@ -184,13 +104,13 @@ def sequential_estimate(client_urls: list[str], names: list[str]) -> float:
     return (time.perf_counter() - started) / len(sample)
 
 
-async def time_observe(reconciler: Reconciler, computes: dict, services: set, rounds: int,
-                       expected: dict, pids: list[int]) -> list[dict]:
+async def time_observe(reconciler: list[ComputeCalls], computes: dict, services: set,
+                       rounds: int, expected: dict, pids: list[int]) -> list[dict]:
     runs = []
     for _ in range(rounds):
         me, others, busy = own_cpu(), sum(map(cpu_seconds, pids)), machine_busy()
         started = time.perf_counter()
-        observed = await reconciler.observe(computes, services, bulk=True)
+        observed = await observe_all(reconciler, services)
         wall = time.perf_counter() - started
         me, others = own_cpu() - me, sum(map(cpu_seconds, pids)) - others
         wrong = sum(1 for key, n in expected.items() if observed.counts.get(key) != n)
@@ -217,14 +137,13 @@ async def observe_part(args, workdir: Path) -> dict:
     concurrencies = sorted(set(args.concurrency) | {DEFAULT_CONCURRENCY})
     results = {}
     print(f"1. observe: {args.services} services x 3 computes, {args.latency * 1000:g} ms per "
-          f"connector call, {args.rounds} rounds each (Reconciler.observe in this process)")
+          f"connector call, {args.rounds} rounds each (each compute's calls in this process)")
     for mode in ("per-service", "bulk"):
         flags = ["--latency", str(args.latency)] + (["--no-bulk"] if mode == "per-service" else [])
-        connectors = [Connector(workdir, *flags) for _ in range(3)]
+        connectors = [CountingConnector(*flags, log_path=workdir / f"{mode}-{i}.log")
+                       for i in range(3)]
         client = None
         try:
-            for connector in connectors:
-                connector.wait()
             urls = [c.url for c in connectors]
             pids = [c.process.pid for c in connectors]
             computes = {f"c{i}": url for i, url in enumerate(urls)}
@@ -240,8 +159,8 @@ async def observe_part(args, workdir: Path) -> dict:
                       f"latency; the client's {CLIENT_POOL} connections, shared by the 3 "
                       f"computes, cap concurrency at {CLIENT_POOL // 3}:")
                 for concurrency in concurrencies:
-                    reconciler = make_reconciler(client, concurrency)
-                    await reconciler.observe(computes, services, bulk=True)  # warm connections
+                    reconciler = make_calls(client, computes, concurrency)
+                    await observe_all(reconciler, services)  # warm connections
                     runs = await time_observe(reconciler, computes, services, args.rounds,
                                               expected, pids)
                     in_flight = min(3 * concurrency, CLIENT_POOL)
@@ -251,8 +170,8 @@ async def observe_part(args, workdir: Path) -> dict:
                     results["a", concurrency] = runs
             else:
                 print("  (b) bulk GET /status, one call per compute:")
-                reconciler = make_reconciler(client, DEFAULT_CONCURRENCY)
-                await reconciler.observe(computes, services, bulk=True)
+                reconciler = make_calls(client, computes, DEFAULT_CONCURRENCY)
+                await observe_all(reconciler, services)
                 runs = await time_observe(reconciler, computes, services,
                                           max(args.rounds, 10), expected, pids)
                 print(describe_runs("bulk", runs, 3), flush=True)
@@ -265,81 +184,59 @@ async def observe_part(args, workdir: Path) -> dict:
     return results
 
 
-# Built, never started (nothing listens at its address): observe() uses only the
-# connector client, and the Reconciler only hooks callbacks onto the store's views.
-_IDLE_STORE = None
+def make_calls(client: ConnectorClient, computes: dict,
+               concurrency: int) -> list[ComputeCalls]:
+    """Each compute's calls, as the leader's workers make them."""
+    metrics = ReplicaMetrics()
+    return [ComputeCalls(client, name, url, None, concurrency, metrics)
+            for name, url in computes.items()]
 
 
-def make_reconciler(client: ConnectorClient, concurrency: int) -> Reconciler:
-    global _IDLE_STORE
-    _IDLE_STORE = _IDLE_STORE or ConsulStore("127.0.0.1", free_port())
-    return Reconciler(_IDLE_STORE, client, poll_interval=15.0, concurrency=concurrency,
-                      service_prefix="", strategy="first")
+async def observe_all(calls: list[ComputeCalls], services: set) -> Observed:
+    """Every compute observed at once, as the workers do it."""
+    observed = Observed()
+    for one, seen in zip(calls, await asyncio.gather(*(c.observe(services, True)
+                                                       for c in calls))):
+        observed.counts.update(((s, one.compute), n) for s, n in seen.counts.items())
+        observed.errors.update(((s, one.compute), e) for s, e in seen.errors.items())
+    return observed
 
 
 # -- 2. scale latency through a follower ---------------------------------------------
 
-class OrderLog:
-    """Reads the counting connector's --order-log as it grows."""
-
-    def __init__(self, path: Path):
-        path.write_text("")
-        self._file = open(path)
-        self._partial = ""
-        self.received: dict[tuple[str, int], float] = {}
-
-    def poll(self) -> None:
-        text = self._partial + self._file.read()
-        *lines, self._partial = text.split("\n")
-        for line in lines:
-            stamp, service, number = line.split()
-            self.received.setdefault((service, int(number)), float(stamp))
-
-    def close(self) -> None:
-        self._file.close()
-
-    def wait_for(self, service: str, number: int, timeout: float = 10.0) -> float | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.poll()
-            if (service, number) in self.received:
-                return self.received[service, number]
-            time.sleep(0.002)  # the connector stamps the arrival: polling adds no error
-        return None
-
-
 def leader_decisions(log_text: str) -> dict[tuple[str, int], float]:
     """When the leader logged `scaling <svc> on <c> from <n> to <m>` (ms resolution)."""
     found = {}
-    pattern = re.compile(r"^(\S+ \S+),(\d{3}) INFO genisys\.reconciler: scaling (\S+) on \S+ "
-                         r"from \d+ to (\d+)", re.MULTILINE)
+    pattern = re.compile(r"^(\S+ \S+),(\d{3}) INFO genisys\.engine\.workers: scaling (\S+) "
+                         r"on \S+ from \d+ to (\d+)", re.MULTILINE)
     for match in pattern.finditer(log_text):
         stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").timestamp() + int(match[2]) / 1000
         found.setdefault((match[3], int(match[4])), stamp)
     return found
 
 
-def health(replica: Replica) -> dict:
-    try:
-        return requests.get(f"{replica.url}/health", timeout=2).json()
-    except (requests.RequestException, ValueError):
-        return {}
+def scale_through(session: requests.Session, replica: Replica, connector: CountingConnector,
+                  service: str, number: int, timeout: float = 10.0) -> tuple | None:
+    """POST /service/<service>/scale to `replica`, then wait for the connector's backend to
+    receive the order: (sent, answered, received) as time.time(); None when it did not
+    arrive within `timeout` or the replica refused (it says why)."""
+    sent = time.time()
+    response = session.post(f"{replica.url}/service/{service}/scale", json={"number": number},
+                            timeout=30)
+    answered = time.time()
+    if response.status_code != 202:
+        print(f"  {service}: {response.status_code} {response.text[:200]}")
+        return None
+    received = connector.arrival(service, number, timeout)
+    return None if received is None else (sent, answered, received)
 
 
-def the_leader(replicas: list[Replica]) -> Replica:
-    def find():
-        leading = [r for r in replicas if health(r).get("leader")]
-        return leading[0] if len(leading) == 1 else None
-    return wait_until(find, timeout=30, what="exactly one leader")
-
-
-def latency_part(args, consul: DevConsul, workdir: Path, history: bool = True) -> dict:
+def latency_part(args, consul: ConsulAgent, workdir: Path, history: bool = True) -> dict:
     print("\n2. scale latency: POST /service/<s>/scale to a follower until the connector "
           "receives the order; 3 replicas, poll_interval 15s, one connector (latency 0); "
           + ("order history on (as shipped)" if history else "order history OFF"))
     prefix = unique_prefix()
-    orders_path = workdir / "orders.log"
-    connector = Connector(workdir, "--latency", "0", "--order-log", str(orders_path)).wait()
+    connector = CountingConnector("--latency", "0", log_path=workdir / "latency.log")
     settings = {"connector": {"poll_interval": "15s"}}
     replicas = []
     results = {}
@@ -354,34 +251,25 @@ def latency_part(args, consul: DevConsul, workdir: Path, history: bool = True) -
         assert response.status_code == 201, response.text
         leader = the_leader(replicas)
         followers = [r for r in replicas if r is not leader]
-        orders = OrderLog(orders_path)
         session = requests.Session()
 
         def one(service: str, number: int, follower: Replica) -> tuple | None:
-            started = time.time()
-            response = session.post(f"{follower.url}/service/{service}/scale",
-                                    json={"number": number}, timeout=10)
-            answered = time.time()
-            if response.status_code != 202:
-                print(f"  {service}: {response.status_code} {response.text[:200]}")
-                return None
-            received = orders.wait_for(service, number)
-            return None if received is None else (started, answered, received)
+            return scale_through(session, follower, connector, service, number)
 
         for i in range(5):  # warm-up: connections, the leader's first cycles
             one(f"warm-{i}", 1, followers[i % 2])
         background = {}
-        pids = [consul.process.pid, connector.process.pid, *(r.process.pid for r in replicas)]
+        pids = [consul.pid, connector.pid, *(r.pid for r in replicas)]
         for others in [0, *args.background]:
             if others:
                 # Other services with a desired total: every replica's views hold them all.
                 more = {f"bg-{i:05d}": 1 for i in range(len(background), others)}
                 background.update(more)
-                txn_put_totals(consul, f"{prefix}resources/", more)
-                wait_until(lambda: converged_on_connector(connector.url, background)
+                put_totals(consul, f"{prefix}resources/", more)
+                wait_until(lambda: converged_on_connector(connector, background)
                            == len(background), timeout=args.memory_timeout, interval=0.25,
                            what=f"{others} background services to converge")
-                wait_until(lambda: sum(1 for key in status_keys(consul, prefix)
+                wait_until(lambda: sum(1 for key in consul.kv_keys(f"{prefix}status/")
                                        if key.startswith(f"{prefix}status/bg-"))
                            >= len(background),
                            timeout=60, interval=0.25, what="their status records")
@@ -398,7 +286,6 @@ def latency_part(args, consul: DevConsul, workdir: Path, history: bool = True) -
                 time.sleep(args.gap)
             results[others] = (samples, lost, load.cpus())
         decided = leader_decisions(leader.log())
-        orders.close()
     finally:
         for replica in replicas:
             replica.stop()
@@ -436,69 +323,54 @@ def latency_part(args, consul: DevConsul, workdir: Path, history: bool = True) -
     return figures
 
 
-def status_keys(consul: DevConsul, prefix: str) -> list[str]:
-    response = requests.get(f"http://{consul.address}/v1/kv/{prefix}status/?keys", timeout=10)
-    return [] if response.status_code == 404 else response.json()
-
-
 # -- 3. leader memory with many services ---------------------------------------------
 
-def txn_put_totals(consul: DevConsul, prefix: str, totals: dict[str, int]) -> None:
-    session = requests.Session()
-    items = list(totals.items())
-    for start in range(0, len(items), 64):  # Consul's limit per transaction
-        ops = [{"KV": {"Verb": "set", "Key": f"{prefix}{service}",
-                       "Value": base64.b64encode(str(n).encode()).decode()}}
-               for service, n in items[start:start + 64]]
-        response = session.put(f"http://{consul.address}/v1/txn", json=ops, timeout=10)
-        response.raise_for_status()
+def put_totals(consul: ConsulAgent, resources_prefix: str, totals: dict[str, int]) -> None:
+    """Desired totals written straight into Consul, as a bulk import would."""
+    consul.kv_put_many({f"{resources_prefix}{service}": str(n) for service, n in totals.items()})
 
 
-def converged_on_connector(url: str, totals: dict[str, int]) -> int:
-    counts = requests.get(f"{url}/status", timeout=10).json()["running_resources"]
+def converged_on_connector(connector: CountingConnector, totals: dict[str, int]) -> int:
+    counts = connector.counts()
     return sum(1 for s, n in totals.items() if counts.get(s) == n)
 
 
-def converged_in_status(consul: DevConsul, prefix: str, totals: dict[str, int]) -> int:
+def converged_in_status(consul: ConsulAgent, prefix: str, totals: dict[str, int]) -> int:
     """Services whose status record in Consul says observed == desired."""
-    response = requests.get(f"http://{consul.address}/v1/kv/{prefix}status/?recurse",
-                            timeout=10)
-    if response.status_code == 404:
-        return 0
     done = 0
-    for item in response.json():
-        service = item["Key"][len(f"{prefix}status/"):]
-        status = json.loads(base64.b64decode(item["Value"] or ""))
+    for key, value in consul.kv_values(f"{prefix}status/").items():
+        service = key[len(f"{prefix}status/"):]
+        status = json.loads(value or b"{}")
         if service in totals and status.get("observed", {}).get("local") == totals[service]:
             done += 1
     return done
 
 
-def memory_part(args, consul: DevConsul, workdir: Path) -> dict:
+def memory_part(args, consul: ConsulAgent, workdir: Path) -> dict:
     count = args.memory_services
     print(f"\n3. leader memory: {count} desired totals written into Consul KV, one bulk "
           f"counting connector, one replica (the leader), poll_interval 15s")
     prefix = unique_prefix()
     resources = f"{prefix}resources/"
-    connector = Connector(workdir, "--latency", "0").wait()
+    connector = CountingConnector("--latency", "0", log_path=workdir / "memory.log")
     replica = Replica(consul.address, prefix, {"connector": {"poll_interval": "15s"}})
     result = {}
     try:
         replica.start()
         response = replica.request("POST", "/compute", {"name": "local", "connector": connector.url})
         assert response.status_code == 201, response.text
-        wait_until(lambda: health(replica).get("leader"), timeout=30, what="the replica to lead")
+        wait_until(replica.leads, timeout=30, what="the replica to lead")
         pid = replica.process.pid
         time.sleep(0.5)
-        idle = memory_kb(pid)
+        idle = memory_mb(pid)
         cpu_before = cpu_seconds(pid)
         totals = {name: 1 + i % 3 for i, name in enumerate(service_names(count))}
-        load = OtherLoad([consul.process.pid, connector.process.pid, pid])
+        load = OtherLoad([consul.pid, connector.pid, pid])
         started = time.monotonic()
-        txn_put_totals(consul, resources, totals)
+        put_totals(consul, resources, totals)
         written = time.monotonic() - started
         print(f"  wrote {count} totals in {written:.2f}s ({(count + 63) // 64} transactions); "
-              f"leader RSS before: {idle['VmRSS'] / 1024:.0f} MB", flush=True)
+              f"leader RSS before: {idle['VmRSS']:.0f} MB", flush=True)
 
         deadline = started + args.memory_timeout
         orders_done = status_done = None
@@ -509,7 +381,7 @@ def memory_part(args, consul: DevConsul, workdir: Path) -> dict:
             asked = time.monotonic()
             requests.get(f"{replica.url}/health", timeout=30)
             slowest_health = max(slowest_health, time.monotonic() - asked)
-            if orders_done is None and converged_on_connector(connector.url, totals) == count:
+            if orders_done is None and converged_on_connector(connector, totals) == count:
                 orders_done = time.monotonic() - started
             if orders_done is not None and converged_in_status(consul, prefix, totals) == count:
                 status_done = time.monotonic() - started
@@ -517,7 +389,7 @@ def memory_part(args, consul: DevConsul, workdir: Path) -> dict:
             time.sleep(0.25)
         cpu_used = cpu_seconds(pid) - cpu_before
         others_cpus = load.cpus()
-        after_convergence = memory_kb(pid)
+        after_convergence = memory_mb(pid)
         # A full cycle over all the services once converged (no orders), to include its
         # peak and report its time; the next one is at most poll_interval away.
         full = None
@@ -530,9 +402,9 @@ def memory_part(args, consul: DevConsul, workdir: Path) -> dict:
                 full = int(cycles[-1])
                 break
             time.sleep(0.25)
-        peak = memory_kb(pid)
-        received = len(re.findall(r" scale svc-\d+ from ", connector.log_path.read_text()))
-        sent = len(re.findall(r"INFO genisys\.reconciler: scaling ", replica.log()))
+        peak = memory_mb(pid)
+        received = len(re.findall(r" scale svc-\d+ from ", connector.log()))
+        sent = len(re.findall(r"INFO genisys\.engine\.workers: scaling ", replica.log()))
     finally:
         replica.stop()
         shutil.rmtree(replica.dir, ignore_errors=True)
@@ -550,10 +422,10 @@ def memory_part(args, consul: DevConsul, workdir: Path) -> dict:
           + (f"{full} ms" if full is not None else "not seen within 20 s"))
     print(f"  slowest GET /health on the leader while it converged: "
           f"{slowest_health * 1000:.0f} ms (sampled every 0.25 s)")
-    hwm = peak["VmHWM"] / 1024
+    hwm = peak["VmHWM"]
     print(f"  leader peak RSS (VmHWM) {hwm:.0f} MB (at convergence "
-          f"{after_convergence['VmHWM'] / 1024:.0f} MB; RSS now {peak['VmRSS'] / 1024:.0f} MB, "
-          f"idle before {idle['VmRSS'] / 1024:.0f} MB);  target < {TARGET_RSS_MB:g} MB: "
+          f"{after_convergence['VmHWM']:.0f} MB; RSS now {peak['VmRSS']:.0f} MB, "
+          f"idle before {idle['VmRSS']:.0f} MB);  target < {TARGET_RSS_MB:g} MB: "
           f"{verdict(hwm < TARGET_RSS_MB)}", flush=True)
     result.update(hwm=hwm, converged=orders_done, status=status_done)
     return result
@@ -601,7 +473,7 @@ def main(argv=None) -> int:
                   f"{verdict(bulk <= TARGET_BULK)} (median {bulk:.3f}s)", flush=True)
         if skip >= {"latency", "memory"}:
             return 0
-        consul = DevConsul().start()
+        consul = ConsulAgent(own=True)
         try:
             if "latency" not in skip:
                 without = {} if "nohistory" in skip else latency_part(args, consul, workdir,
