@@ -21,13 +21,15 @@ SLACK = 0.25
 
 @pytest.fixture
 def counting_log(tmp_path):
-    """A counting connector and the orders it received: [(time.time(), service, number)]."""
+    """A counting connector, and the orders of a service it received:
+    [(time.time(), number)]."""
     orders = tmp_path / "orders.log"
     with ConnectorProcess("bench.counting_connector", "--order-log", str(orders),
                           log_path=tmp_path / "counting.log") as connector:
         def received(service):
             lines = orders.read_text().splitlines() if orders.exists() else []
-            return [(float(at), int(number)) for at, name, number in map(str.split, lines)
+            arrived = [line.split() for line in lines if not line.endswith(" done")]
+            return [(float(at), int(number)) for at, name, number in arrived
                     if name == service]
         yield connector, received
 
