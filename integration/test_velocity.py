@@ -72,6 +72,34 @@ def test_a_scale_beyond_max_step_arrives_in_steps(start_replica, counting_log):
     assert [(e["from"], e["to"]) for e in reversed(events)] == [(0, 2), (2, 4), (4, 6)]
 
 
+def test_a_step_moves_every_compute_at_once(start_replica, tmp_path, counting_log):
+    # Each compute's worker sends its own part of a step: a's and b's first orders both
+    # go before either's second, and the second step waits out the cooldown. (A compute
+    # whose count is not known when a step is taken joins the next one: both are
+    # observed first.)
+    a, received_a = counting_log
+    with ConnectorProcess("bench.counting_connector", "--order-log", str(tmp_path / "b.log"),
+                          log_path=tmp_path / "b-connector.log") as b:
+        replica = start_replica({**FAST, "placement": {"strategy": "spread"}})
+        service = limited_service(replica, a, {"max_step": 2, "up_cooldown": "2s"})
+        assert replica.request("POST", "/compute", {"name": "b",
+                                                    "connector": b.url}).status_code == 201
+        wait_until(lambda: replica.request("GET", f"/service/{service}").json()["observed"]
+                   == {"local": 0, "b": 0}, what="both computes observed")
+        assert replica.request("POST", f"/service/{service}/scale",
+                               {"number": 8}).json()["placement"] == {"local": 4, "b": 4}
+        wait_until(lambda: (a.running(service), b.running(service)) == (4, 4), timeout=20,
+                   what="4 running on each compute")
+        lines = (tmp_path / "b.log").read_text().splitlines()
+        received_b = [(float(at), int(n)) for at, name, n in
+                      (line.split() for line in lines if not line.endswith(" done"))
+                      if name == service]
+    on_a, on_b = received_a(service), received_b
+    assert [n for _, n in on_a] == [n for _, n in on_b] == [2, 4]
+    assert max(on_a[0][0], on_b[0][0]) < min(on_a[1][0], on_b[1][0])
+    assert min(on_a[1][0], on_b[1][0]) - max(on_a[0][0], on_b[0][0]) >= 2.0 - SLACK
+
+
 def test_a_new_leader_waits_out_the_cooldown_of_the_order_its_predecessor_sent(
         start_replica, counting_log):
     connector, received = counting_log
