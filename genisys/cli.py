@@ -153,7 +153,8 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
                             concurrency=config.connector.concurrency,
                             service_prefix=config.consul.service_prefix,
                             strategy=config.placement.strategy,
-                            failover=failover_policy(config.placement))
+                            failover=failover_policy(config.placement),
+                            velocity=config.velocity.limits)
     # The reconciliation loop is the leader's work: LeaderElection runs it while this
     # replica leads and cancels it the moment it stops.
     election = LeaderElection(store, context.replica_id, advertised_address(config),

@@ -20,8 +20,8 @@ writes to Consul.
   `last_cycle` for /health.
 
 Seams for placement (issue 13):
-- `decide(desired, observed)` is where the orders of a service are decided: velocity
-  limits clamp them there (self.observations and self.history hold what they need).
+- `decide(desired, observed)` is where the orders of a service are decided, and
+  `pace(...)` where velocity limits clamp them (genisys.pacing) before they are sent.
 - `placements(desired)` is where placements are fixed: failover excludes the computes
   whose worker has been failing (`self.workers[name].failing_since`) there.
 """
@@ -40,19 +40,23 @@ from genisys.engine.workers import ComputeWorker
 from genisys.failover import Policy, settled
 from genisys.failover_leader import LeaderFailover
 from genisys.model import NAME_PATTERN, Compute
+from genisys.pacing import Pacer
 from genisys.placement import placement_total
 from genisys.plan import (
     Decision,
     Desired,
     Observed,
+    ScaleOrder,
     decide,
     finished_deletes,
     new_histories,
     orphans,
     placements_to_fix,
+    scale_orders,
 )
 from genisys.retirement import Retirement
 from genisys.store import ConsulError, ConsulStore, ConsulUnavailable
+from genisys.velocity import Limits
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +69,14 @@ PLACEMENT_WRITES = 16
 # A lost check-and-set or a failed write is tried again after this.
 RETRY_DELAY = 0.1
 # The fields of a status record compared to decide whether to write it again.
-STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress")
+STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress", "stepping")
 
 
 class Reconciler:
     def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
                  concurrency: int, service_prefix: str, strategy: str,
-                 failover: Policy | None = None):
+                 failover: Policy | None = None,
+                 velocity: Limits = Limits()):
         self.store = store
         self.client = client
         self.poll_interval = poll_interval
@@ -86,6 +91,7 @@ class Reconciler:
         self.term = None
         self.managed: set[str] = set()  # as of the last full pass
         self.observations = Observations(self._wake_up)
+        self.pacer = Pacer(store, velocity, self._stepping_changed)
         # What this leader last wrote to each status key (STATUS_FIELDS): only changes
         # are written. Each service's order history as stored (read when a term starts).
         self._recorded: dict[str, dict] = {}
@@ -108,6 +114,10 @@ class Reconciler:
         return {**self._last_pass, "computes": {name: worker.last_observation
                                                 for name, worker in self.workers.items()}}
 
+    def _stepping_changed(self, service: str) -> None:
+        self.observations.dirty.add(service)  # its status record says so
+        self._wake.set()
+
     # -- notifications (on the event loop, no I/O) -----------------------------------------
 
     def _changed(self, services: set[str]) -> None:
@@ -129,6 +139,7 @@ class Reconciler:
                  term.number, self.poll_interval)
         self.term = term
         self.observations = Observations(self._wake_up)
+        self.pacer.new_term()
         self._recorded, self.history, self._to_place = {}, {}, set()
         self._retry_at = None
         if self.failover:
@@ -214,8 +225,35 @@ class Reconciler:
                                         if s not in unsettled})
 
     def decide(self, desired: Desired, observed: Observed) -> Decision:
-        """The orders for `observed` (seam: velocity limits clamp them here)."""
+        """The orders for `observed` (velocity limits clamp them next, in `pace`)."""
         return decide(desired, observed)
+
+    async def pace(self, compute: str, services: set[str], orders: list[ScaleOrder],
+                   desired: Desired) -> tuple[list[ScaleOrder], dict[str, float]]:
+        """`compute`'s orders for `services` that the velocity limits allow now, and when
+        (time.time()) the next step of each service held back is due. A step spans every
+        compute of a service: it is decided from what each compute last reported, and
+        each compute's worker sends its own part."""
+        concerned = {o.service for o in orders} | (services & self.pacer.statuses.keys())
+        limited = self.pacer.limited(concerned, desired)
+        for service in concerned - limited:
+            self.pacer.settle(service)
+        if not limited:
+            return orders, {}
+        everywhere = Observed()
+        for service in limited:
+            seen = self.observations.of(service, desired.computes)
+            everywhere.counts.update(seen.counts)
+            everywhere.targets.update(seen.targets)
+        planned = scale_orders(replace(desired, totals={
+            s: n for s, n in desired.totals.items() if s in limited}), everywhere)
+        for service in limited - {o.service for o in planned}:
+            self.pacer.settle(service)  # nothing left to order anywhere
+        allowed, due = await self.pacer.allow(self.term, desired, planned, everywhere.counts)
+        # An order still in progress towards the same number is awaited, not sent again.
+        return ([o for o in orders if o.service not in limited]
+                + [o for o in allowed if o.compute == compute
+                   and everywhere.targets.get((o.service, compute)) != o.number]), due
 
     def placements(self, desired: Desired) -> dict[str, dict[str, int]]:
         """The placements to write (seam: failover excludes dead computes here)."""
@@ -299,6 +337,8 @@ class Reconciler:
                 if service not in desired.totals and service not in self.managed:
                     continue
                 status = self.observations.status(service, desired.computes)
+                if service in self.pacer.statuses:  # the field only while in steps
+                    status["stepping"] = self.pacer.statuses[service]
                 if self._recorded.get(service) != status:
                     records[service] = status
             histories = new_histories(self.history, events, HISTORY_LENGTH) \
@@ -331,6 +371,7 @@ class Reconciler:
                 self._forgotten({service})
 
     def _forgotten(self, services: set[str]) -> None:
+        self.pacer.forget(services)
         for service in services:
             self._recorded.pop(service, None)
             self.history.pop(service, None)
@@ -345,7 +386,7 @@ class Reconciler:
             desired, indexes = self.store.desired_snapshot()
             if reason == "start":  # a new term goes on from what Consul holds
                 self._recorded = {
-                    service: {f: status.get(f, {}) for f in STATUS_FIELDS}
+                    service: {f: status[f] for f in STATUS_FIELDS if f in status}
                     for service, status in (await self.store.statuses()).items()}
                 self.history = await self.store.events()
             managed = set(desired.totals)

@@ -30,6 +30,7 @@ from genisys.store.transport import (
 from genisys.store.mirror import Mirror
 from genisys.store.sync import SyncState
 from genisys.store.values import Entry, _kv, _valid_names
+from genisys.store.velocity import VelocityState
 from genisys.store.view import PrefixView
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ JOURNAL_GRACE = 30.0
 _PROBE_CERT_URI = "spiffe://00000000-0000-0000-0000-000000000000.consul/ns/default/dc/dc1/svc/probe"
 
 
-class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords):
+class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
+                  VelocityState):
     """Every read and write of Genisys's state in Consul: the mirror, the subscriptions and
     the transactions here, one part per job in the modules it inherits from."""
 
