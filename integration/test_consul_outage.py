@@ -6,10 +6,11 @@ import time
 import pytest
 
 from genisys.devconsul import DevConsul
+from genisys.model import PLACEMENT_DEFAULTS
 from tests.support import Replica, unique_prefix, wait_until
 
 LOCAL = {"name": "local", "connector": "http://localhost:7051"}
-SHOWN = {**LOCAL, "weight": 1, "max": None, "priority": 0}  # as GET /compute shows it
+SHOWN = {**LOCAL, **PLACEMENT_DEFAULTS}  # GET shows every placement field
 
 
 @pytest.fixture

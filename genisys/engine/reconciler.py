@@ -291,6 +291,7 @@ class Reconciler:
                          extra={"service": service, "term": term.number})
             else:  # another writer changed it since the view was read: read it again
                 log.debug("placing %s lost its check-and-set: trying again", service)
+                self.store.reread({service})
                 self._again({service}, "conflict")
 
         await asyncio.gather(*(write(s, p) for s, p in fixes.items()))

@@ -89,6 +89,11 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
         """What must be in sync with Consul for reads to be served from memory."""
         return (*self.mirror.parts, self.tokens_view.state)
 
+    def reread(self, services: set[str]) -> None:
+        """Read these services' desired state again from Consul, in the background (after
+        a check-and-set lost to a writer that left no journal entry)."""
+        self.mirror.reread(services)
+
     def subscribe(self, on_services: Callable[[set[str]], None],
                   on_computes: Callable[[], None]) -> Callable[[], None]:
         """Call on_services(names) when the desired state (total, placement or flags) of
