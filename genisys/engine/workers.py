@@ -23,6 +23,7 @@ to this compute has gone unanswered, None while it answers.
 
 import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # A batch read from the local view while it is out of sync is handled again after this.
 UNAVAILABLE_RETRY = 1.0
+# A service in velocity steps is looked at again at its next step, not sooner than this:
+# with no cooldown, the next step waits for the connector to report the last one.
+STEP_RECHECK = 0.5
 
 
 class ComputeWorker:
@@ -154,6 +158,11 @@ class ComputeWorker:
             decision = self.engine.decide(
                 desired, self.engine.observations.view(self.name, services))
             orders = [o for o in decision.orders if o.compute == self.name]
+            orders, steps = await self.engine.pace(self.name, services, orders, desired)
+            for service, at in steps.items():  # woken for its next step, or soon after
+                self._rechecks[service] = min(self._rechecks.get(service, math.inf),
+                                              time.monotonic() + max(STEP_RECHECK,
+                                                                     at - time.time()))
             ordered = {o.service for o in orders}
             self._release(held - ordered)
             held &= ordered
