@@ -68,10 +68,6 @@ RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
 PLACEMENT_WRITES = 16
 # A lost check-and-set or a failed write is tried again after this.
 RETRY_DELAY = 0.1
-# A placement that does not match its total is fixed once it has looked so for this long:
-# a total and a placement written together reach the two local views a moment apart, and
-# fixing in between would only lose the check-and-set.
-PLACEMENT_GRACE = 0.25
 # The fields of a status record compared to decide whether to write it again.
 STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress", "stepping")
 
@@ -101,7 +97,6 @@ class Reconciler:
         self._recorded: dict[str, dict] = {}
         self.history: dict[str, list[dict]] = {}
         self._to_place: set[str] = set()
-        self._misplaced: dict[str, float] = {}  # service -> since when (monotonic)
         self._computes_changed = False
         self._retry_at: float | None = None
         self._runs: dict[str, asyncio.Task] = {}  # each worker's run()
@@ -146,7 +141,7 @@ class Reconciler:
         self.observations = Observations(self._wake_up)
         self.pacer.new_term()
         self._recorded, self.history, self._to_place = {}, {}, set()
-        self._misplaced, self._retry_at = {}, None
+        self._retry_at = None
         if self.failover:
             self.failover.new_term()
         unsubscribe = self.store.subscribe(self._changed, self._registry_changed)
@@ -275,7 +270,7 @@ class Reconciler:
         except (ConsulUnavailable, ConsulError):
             self._again(services or set(), "unavailable")
             return
-        fixes = self._due(self.placements(desired), services)
+        fixes = self.placements(desired)
         limit = asyncio.Semaphore(PLACEMENT_WRITES)
 
         async def write(service: str, placement: dict[str, int]) -> None:
@@ -290,7 +285,6 @@ class Reconciler:
                     self._again({service}, "unavailable")
                     return
             if written:
-                self._misplaced.pop(service, None)
                 log.info("placing %s: desired total %d, placement %s (was %s)", service,
                          desired.totals[service], _describe(placement),
                          _describe(desired.placements.get(service, {})),
@@ -324,20 +318,6 @@ class Reconciler:
             self.observations.events += events
             self.observations.dirty |= {event["service"] for event in events}
             self._wake.set()
-
-    def _due(self, fixes: dict[str, dict[str, int]], services: set[str] | None
-             ) -> dict[str, dict[str, int]]:
-        """The fixes whose placement has looked wrong for PLACEMENT_GRACE; the others are
-        looked at again then."""
-        now = time.monotonic()
-        for service in (self._misplaced.keys() if services is None else services) - fixes.keys():
-            self._misplaced.pop(service, None)
-        waiting = {s for s in fixes if now - self._misplaced.setdefault(s, now) < PLACEMENT_GRACE}
-        if waiting:
-            self._to_place |= waiting
-            again = min(self._misplaced[s] for s in waiting) + PLACEMENT_GRACE
-            self._retry_at = again if self._retry_at is None else min(self._retry_at, again)
-        return {s: p for s, p in fixes.items() if s not in waiting}
 
     def _again(self, services: set[str], reason: str) -> None:
         for _ in services:
