@@ -64,6 +64,10 @@ class ConnectorSection:
 @dataclass(frozen=True)
 class PlacementSection:
     strategy: str = "first"
+    # Failover of a dead compute's share (genisys/failover.py); 0: off.
+    failover_after: float = 0.0
+    failback_after: float | None = None  # None: as failover_after
+    failback_step: int = 1  # instances per service moved back at a time
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ def default_replica_id(port: int) -> str:
 # Keys whose value is a duration in seconds; "15s", "500ms", "2m" or a plain number.
 DURATION_KEYS = {"consul.timeout", "connector.poll_interval", "connector.timeout",
                  "leader.lock_delay", "leader.check_ttl", "genisys.http_timeout",
+                 "placement.failover_after", "placement.failback_after",
                  "velocity.up_cooldown", "velocity.down_cooldown"}
 PORT_KEYS = {"genisys.port", "consul.port"}
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -254,6 +259,8 @@ def _check(config: Config, source: str) -> None:
     if config.placement.strategy not in STRATEGIES:
         raise ConfigError(f"{source}: placement.strategy: {config.placement.strategy!r} is not "
                           f"one of {', '.join(STRATEGIES)}")
+    if config.placement.failback_step < 1:
+        raise ConfigError(f"{source}: placement.failback_step must be at least 1")
     if config.consul.scheme not in ("http", "https"):
         raise ConfigError(f"{source}: consul.scheme must be http or https")
     for key in ("key_prefix", "resources_key_prefix"):

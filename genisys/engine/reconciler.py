@@ -37,6 +37,8 @@ from genisys.connector import ConnectorClient
 from genisys.engine.calls import ComputeCalls
 from genisys.engine.observations import Observations
 from genisys.engine.workers import ComputeWorker
+from genisys.failover import Policy, settled
+from genisys.failover_leader import LeaderFailover
 from genisys.model import NAME_PATTERN, Compute
 from genisys.pacing import Pacer
 from genisys.placement import placement_total
@@ -73,6 +75,7 @@ STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress", "stepping")
 class Reconciler:
     def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
                  concurrency: int, service_prefix: str, strategy: str,
+                 failover: Policy | None = None,
                  velocity: Limits = Limits()):
         self.store = store
         self.client = client
@@ -81,8 +84,9 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
+        self.failover = failover and LeaderFailover(store, failover, strategy)
         self.metrics = store.metrics
-        self.last_cycle: dict | None = None  # for /health: the last full pass
+        self._last_pass: dict | None = None  # at, ok, seconds (or error)
         self.workers: dict[str, ComputeWorker] = {}
         self.term = None
         self.managed: set[str] = set()  # as of the last full pass
@@ -101,6 +105,14 @@ class Reconciler:
 
     def _wake_up(self) -> None:
         self._wake.set()
+
+    @property
+    def last_cycle(self) -> dict | None:
+        """For /health: the last full pass, and each worker's last full observation."""
+        if self._last_pass is None:
+            return None
+        return {**self._last_pass, "computes": {name: worker.last_observation
+                                                for name, worker in self.workers.items()}}
 
     def _stepping_changed(self, service: str) -> None:
         self.observations.dirty.add(service)  # its status record says so
@@ -130,6 +142,8 @@ class Reconciler:
         self.pacer.new_term()
         self._recorded, self.history, self._to_place = {}, {}, set()
         self._retry_at = None
+        if self.failover:
+            self.failover.new_term()
         unsubscribe = self.store.subscribe(self._changed, self._registry_changed)
         try:
             await self._run(term)
@@ -277,9 +291,33 @@ class Reconciler:
                          extra={"service": service, "term": term.number})
             else:  # another writer changed it since the view was read: read it again
                 log.debug("placing %s lost its check-and-set: trying again", service)
+                self.store.reread({service})
                 self._again({service}, "conflict")
 
         await asyncio.gather(*(write(s, p) for s, p in fixes.items()))
+        if self.failover and term.valid():
+            await self._fail_over(term, desired, indexes, set(fixes))
+
+    async def _fail_over(self, term, desired: Desired, indexes: dict[str, tuple[int, int]],
+                         placing: set[str]) -> None:
+        """Move the share of dead computes, or bring it back (genisys.failover)."""
+        now = time.monotonic()
+        self.failover.sample({name: worker.failing_since
+                              for name, worker in self.workers.items()}, now)
+        try:
+            _, events = await self.failover.apply(
+                term, desired, indexes, settled(desired, Observed(self.observations.counts)),
+                now, placing)
+        except (ConsulUnavailable, ConsulError) as exc:
+            log.warning("failover skipped, the next pass tries again: %s", exc)
+            return
+        except Exception:  # a bug there must not stop the placing and recording
+            log.exception("failover failed, the next pass tries again")
+            return
+        if events:  # recorded in the history with the next status records
+            self.observations.events += events
+            self.observations.dirty |= {event["service"] for event in events}
+            self._wake.set()
 
     def _again(self, services: set[str], reason: str) -> None:
         for _ in services:
@@ -378,18 +416,16 @@ class Reconciler:
                 log.warning("full reconcile pass skipped, the next one will retry: %s", exc)
             else:
                 log.exception("full reconcile pass failed, the next one will retry")
-            self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
+            self._last_pass = {"at": _now(), "ok": False, "error": str(exc)}
             self.metrics.reconciled(False, time.monotonic() - started)
             return False
         took = time.monotonic() - started
-        self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3),
-                           "computes": {name: worker.last_observation
-                                        for name, worker in self.workers.items()}}
+        self._last_pass = {"at": _now(), "ok": True, "seconds": round(took, 3)}
         self.metrics.reconciled(True, took)
         failing = {service for service, _ in self.observations.errors}
-        log.info("full pass (%s): %d services on %d computes, %d with errors (%.0f ms)",
-                 reason, len(managed), len(desired.computes), len(failing & managed),
-                 took * 1000)
+        log.info("full cycle: %d services on %d computes, %d with errors, reason %s "
+                 "(%.0f ms)", len(managed), len(desired.computes), len(failing & managed),
+                 reason, took * 1000)
         return True
 
 

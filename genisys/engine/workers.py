@@ -76,7 +76,6 @@ class ComputeWorker:
                 due = {s for s, at in self._rechecks.items() if at <= now}
                 for service in due:
                     del self._rechecks[service]
-                    self.engine.metrics.requeue("in_progress")
                 self._queue |= due
                 batch = self._queue - self._active
                 if batch:
@@ -175,6 +174,7 @@ class ComputeWorker:
             delay = self.engine.observations.next_recheck(service, self.name)
             if delay is not None:
                 self._rechecks[service] = now + delay
+                self.engine.metrics.requeue("in_progress")
         self._wake.set()
 
     async def _order(self, order: ScaleOrder, desired: Desired) -> None:

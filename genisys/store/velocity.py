@@ -1,6 +1,7 @@
 """Velocity limits' part of the store (README "Velocity limits"): a service's own limits,
 kept with its lifecycle flags, and the times of its last steps, under steps/<svc>."""
 
+from genisys.store.journal import SERVICES
 from genisys.store.transport import ConsulUnavailable
 from genisys.store.values import (
     MAX_ATTEMPTS,
@@ -22,8 +23,8 @@ class VelocityState:
 
     def velocity_overrides(self, service: str) -> dict:
         """The service's own velocity limits (keys of genisys.velocity.Limits), from the
-        watched lifecycle view."""
-        return stored_overrides(self._flags(service).get("velocity"))
+        replica's copy of the desired state."""
+        return stored_overrides(self.mirror.services.get(service).flags.get("velocity"))
 
     async def set_velocity(self, service: str, overrides: dict | None) -> None:
         """Set the service's own velocity limits (None: remove them); Conflict while it
@@ -38,10 +39,9 @@ class VelocityState:
             flags = {k: v for k, v in flags.items() if k != "velocity"}
             if overrides is not None:
                 flags["velocity"] = overrides
-            written = await self._txn([_kv("cas", key, _to_json(flags),
-                                           item["ModifyIndex"] if item else 0)])
-            if written is not None:
-                self.lifecycle_view.write_through(written)
+            if await self._txn([_kv("cas", key, _to_json(flags),
+                                    item["ModifyIndex"] if item else 0),
+                                self._journal_op(SERVICES, service)]) is not None:
                 return
         raise ConsulUnavailable(f"could not update {service}: too many concurrent changes")
 
