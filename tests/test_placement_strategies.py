@@ -3,7 +3,10 @@ each names the hole of another system it closes."""
 
 from collections import Counter
 
-from genisys.placement import ComputeSpec, place, placement_total
+import pytest
+
+from genisys.config import ConfigError, build
+from genisys.placement import STRATEGIES, ComputeSpec, place, placement_total
 
 AB, ABC = ["a", "b"], ["a", "b", "c"]
 ONE_TO_THREE = {"a": ComputeSpec(weight=1), "b": ComputeSpec(weight=3)}
@@ -99,3 +102,10 @@ def test_a_named_compute_takes_what_fits_and_the_strategy_places_the_rest():
     specs = {"c": ComputeSpec(max=2)}
     assert place(6, ABC, {"a": 1}, "first", compute="c", specs=specs) == {"a": 4, "c": 2}
     assert place(6, ABC, {"a": 1}, "spread", compute="c", specs=specs) == {"a": 2, "b": 2, "c": 2}
+
+
+def test_the_configuration_takes_every_strategy_and_names_them_when_refusing():
+    for strategy in STRATEGIES:
+        assert build({"placement": {"strategy": strategy}}).placement.strategy == strategy
+    with pytest.raises(ConfigError, match="is not one of first, spread, weighted, priority"):
+        build({"placement": {"strategy": "random"}})
