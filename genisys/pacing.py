@@ -12,10 +12,14 @@ import time
 from collections.abc import Callable
 
 from genisys.plan import Desired, ScaleOrder
-from genisys.store import ConsulStore
+from genisys.store import ConsulError, ConsulStore, ConsulUnavailable
 from genisys.velocity import Limits, Steps, effective, pace
 
 log = logging.getLogger(__name__)
+
+# Steps that could not be read or recorded (Consul down, the lock lost): their orders
+# wait, and are decided again after this many seconds.
+RETRY = 1.0
 
 
 class Pacer:
@@ -48,20 +52,23 @@ class Pacer:
         for order in orders:
             by_service.setdefault(order.service, []).append(order)
         async with self._lock:
-            if self._steps is None:
-                self._steps = await self.store.last_steps()
             now = time.time()
-            paced = {service: pace(
-                its, effective(self.defaults, self.store.velocity_overrides(service))[0],
-                self._steps.get(service, Steps()), now,
-                sum(counts.get((service, c), 0) for c in desired.computes),
-                desired.totals.get(service, 0)) for service, its in by_service.items()}
-            steps = {service: p.steps for service, p in paced.items()
-                     if p.steps != self._steps.get(service, Steps())}
-            if steps and not await self.store.record_steps(term.session, steps):
-                log.warning("could not record the steps of %s: their orders wait",
-                            ", ".join(sorted(steps)))
-                return [], {}
+            try:
+                if self._steps is None:
+                    self._steps = await self.store.last_steps()
+                paced = {service: pace(
+                    its, effective(self.defaults, self.store.velocity_overrides(service))[0],
+                    self._steps.get(service, Steps()), now,
+                    sum(counts.get((service, c), 0) for c in desired.computes),
+                    desired.totals.get(service, 0)) for service, its in by_service.items()}
+                steps = {service: p.steps for service, p in paced.items()
+                         if p.steps != self._steps.get(service, Steps())}
+                if steps and not await self.store.record_steps(term.session, steps):
+                    raise ConsulError("Consul refused the write: this replica no longer leads")
+            except (ConsulUnavailable, ConsulError) as exc:
+                log.warning("cannot record the velocity steps of %s, their orders wait: %s",
+                            ", ".join(sorted(by_service)), exc)
+                return [], {service: now + RETRY for service in by_service}
             self._steps.update(steps)
         for service, p in paced.items():
             self.settle(service, p.status)

@@ -69,7 +69,10 @@ def test_a_scale_beyond_max_step_arrives_in_steps(start_replica, counting_log):
     wait_until(lambda: replica.request("GET", f"/service/{service}").json()["stepping"] is None,
                what="the status to stop saying stepping")
     events = replica.request("GET", f"/service/{service}/events").json()["events"]
-    assert [(e["from"], e["to"]) for e in reversed(events)] == [(0, 2), (2, 4), (4, 6)]
+    assert [(e["from"], e["to"], e["reason"]) for e in reversed(events)] == [
+        (0, 2, "placement 6, observed 0: a step of the velocity limits"),
+        (2, 4, "placement 6, observed 2: a step of the velocity limits"),
+        (4, 6, "placement 6, observed 4")]
 
 
 def test_a_step_moves_every_compute_at_once(start_replica, tmp_path, counting_log):

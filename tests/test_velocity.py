@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genisys.plan import ScaleOrder
+from genisys.plan import Desired, ScaleOrder, order_reason
 from genisys.velocity import Limits, Steps, effective, pace, stored_overrides
 
 T = 1_800_000_000.0  # a wall-clock time, seconds
@@ -82,6 +82,13 @@ def test_within_a_cooldown_the_computes_of_the_last_step_still_get_their_part():
     assert paced.next_step == T + 30
     # b reports its part: nothing more for it until the cooldown ends
     assert pace([order("b", 3, 9)], limits, steps, T + 2, 5, 15).orders == []
+
+
+def test_the_history_says_an_order_is_a_step():
+    desired = Desired({"a": "http://a"}, {"web": 6}, {"web": {"a": 6}})
+    assert order_reason(desired, order("a", 0, 2)) == \
+        "placement 6, observed 0: a step of the velocity limits"
+    assert order_reason(desired, order("a", 4, 6)) == "placement 6, observed 4"
 
 
 def test_steps_round_trip_through_their_stored_form_and_junk_counts_as_never():
