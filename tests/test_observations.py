@@ -74,3 +74,16 @@ def test_a_pair_that_ignores_its_orders_is_warned_about_after_observations():
     observations.settle("a", {"web"}, desired)
     assert observations.status("web", ["a"])["warnings"] == {
         "a": "ordered 3, still reports 0 after 3 orders"}
+
+
+def test_only_a_change_marks_a_service_dirty():
+    observations = book()
+    observe(observations, {"web": 1, "api": 2})
+    assert observations.take_dirty() == ({"web", "api"}, [])
+    observe(observations, {"web": 1, "api": 3})
+    assert observations.take_dirty() == ({"api"}, [])
+    observations.observed("a", Observation({}, {"web": "down."}), per_service=True,
+                          reports_targets=True, poll_interval=15.0)
+    observations.observed("a", Observation({}, {"web": "down."}), per_service=True,
+                          reports_targets=True, poll_interval=15.0)
+    assert observations.take_dirty() == ({"web"}, [])
