@@ -11,11 +11,12 @@ everything instead, as when Consul's index goes backwards (a restored snapshot).
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 
-from genisys.store.transport import _Consul, read_prefix, transact
+from genisys.store.transport import _Consul, read_prefix_text, transact
 from genisys.store.values import TXN_OPS, _kv
 from genisys.store.sync import SyncState
 
@@ -26,9 +27,9 @@ COMPUTES = "computes/"
 # Long enough for a quiet journal to cost almost nothing, short enough that a Consul that
 # hangs is noticed within seconds.
 MAX_WAIT = 10.0
-# An answer that took longer than this to process (a journal swollen by a burst of
-# writes) is followed by a pause nine times as long: the watch stays under ~10% of a CPU.
-SLOW_ANSWER = 0.02
+# After each answer, a pause nine times as long as processing it took: the watch stays
+# under ~10% of a CPU even when a burst of writes swells the journal (a few ms otherwise).
+SHARE = 0.10
 
 
 class Journal:
@@ -66,8 +67,8 @@ class Journal:
         failures, answered_at = 0, None
         while True:
             try:
-                index, items = await read_prefix(self._consul, self.prefix, self.index,
-                                                 self.wait)
+                index, body = await read_prefix_text(self._consul, self.prefix, self.index,
+                                                     self.wait)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the watch must never die; it retries with back-off
@@ -84,10 +85,10 @@ class Journal:
             gap = None if answered_at is None else started - answered_at
             answered_at = started
             self.state.ok()
-            self._answered(index, {item["Key"]: item["ModifyIndex"] for item in items}, gap)
+            self._answered(index, {item["Key"]: item["ModifyIndex"]
+                                   for item in json.loads(body or "[]")}, gap)
             took = time.monotonic() - started
-            if took > SLOW_ANSWER:
-                await asyncio.sleep(min(9 * took, self.grace / 8))
+            await asyncio.sleep(min(took * (1 - SHARE) / SHARE, self.grace / 8))
 
     def _answered(self, index: int, entries: dict[str, int], gap: float | None) -> None:
         reason = None

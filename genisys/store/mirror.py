@@ -80,6 +80,9 @@ class Mirror:
         self._resync_reason: str | None = "starting"
         # While reads are in flight: what this replica wrote meanwhile (kind, name).
         self._written_meanwhile: set[tuple[str, str]] | None = None
+        # The watches' last answers while a resync is due: compared once it is done.
+        self._deferred: dict[Callable, tuple[int, dict[str, int]]] = {}
+        self._resyncing = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -198,6 +201,9 @@ class Mirror:
     def _totals_seen(self, index: int, indexes: dict[str, int]) -> None:
         """An answer of the resources watch: re-read the services whose total is newer
         than ours, appeared, or disappeared."""
+        if self._resync_reason or self._resyncing:
+            self._deferred[self._totals_seen] = (index, indexes)
+            return
         changed = _newer(indexes, self.resources_prefix, index, {
             name: record.total_index for name, record in self.services.records.items()
             if record.total_index})
@@ -210,6 +216,9 @@ class Mirror:
     def _computes_seen(self, index: int, indexes: dict[str, int]) -> None:
         """An answer of the registry watch (a compute written by another tool, or by
         Consul's own CLI): re-read the computes newer than ours."""
+        if self._resync_reason or self._resyncing:
+            self._deferred[self._computes_seen] = (index, indexes)
+            return
         changed = _newer(indexes, self.computes_prefix, index, {
             name: stored.modify_index for name, stored in self.computes.entries.items()})
         if changed:
@@ -328,7 +337,7 @@ class Mirror:
         reason, self._resync_reason = self._resync_reason, None
         (log.info if reason == "starting" else log.warning)(
             "reading the whole compute registry and desired state from Consul: %s", reason)
-        self._written_meanwhile = set()
+        self._written_meanwhile, self._resyncing = set(), True
         try:
             records, stored = await self._read_everything()
         except BaseException:
@@ -336,10 +345,14 @@ class Mirror:
             raise
         finally:
             meanwhile, self._written_meanwhile = self._written_meanwhile, None
+            self._resyncing = False
         records.update({name: ABSENT for name in self.services.records
                         if name not in records})
         stored.update({name: None for name in self.computes.entries if name not in stored})
         self._install(records, stored, meanwhile)
+        deferred, self._deferred = self._deferred, {}
+        for compare, answer in deferred.items():
+            compare(*answer)
 
     async def _read_everything(self) -> tuple[dict[str, DesiredRecord],
                                               dict[str, StoredCompute | None]]:
