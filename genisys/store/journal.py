@@ -11,12 +11,11 @@ everything instead, as when Consul's index goes backwards (a restored snapshot).
 """
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 
-from genisys.store.transport import _Consul, read_prefix_text, transact
+from genisys.store.transport import SlicedItems, _Consul, read_prefix_text, transact
 from genisys.store.values import TXN_OPS, _kv
 from genisys.store.sync import SyncState
 
@@ -78,16 +77,19 @@ class Journal:
                 failures += 1
                 await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
                 continue
-            started = time.monotonic()
+            answered = time.monotonic()
             if failures:
                 log.info("watching %s again", self.prefix)
             failures = 0
-            gap = None if answered_at is None else started - answered_at
-            answered_at = started
+            gap = None if answered_at is None else answered - answered_at
+            answered_at = answered
             self.state.ok()
-            self._answered(index, {item["Key"]: item["ModifyIndex"]
-                                   for item in json.loads(body or "[]")}, gap)
-            took = time.monotonic() - started
+            items = SlicedItems(body)
+            entries = {item["Key"]: item["ModifyIndex"] async for item in items}
+            del body
+            started = time.monotonic()
+            self._answered(index, entries, gap)
+            took = items.busy + time.monotonic() - started
             await asyncio.sleep(min(took * (1 - SHARE) / SHARE, self.grace / 8))
 
     def _answered(self, index: int, entries: dict[str, int], gap: float | None) -> None:

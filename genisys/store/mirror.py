@@ -361,21 +361,20 @@ class Mirror:
         those the journal says were written after the first prefix was read: a total
         and a placement written together between two reads are never seen apart."""
         first, items = await read_prefix(self._consul, self.computes_prefix)
-        stored = {name: StoredCompute.decode(name, _entry(item)) for item in items
+        stored = {name: StoredCompute.decode(name, _entry(item)) async for item in items
                   if (name := item["Key"][len(self.computes_prefix):])}
         records: dict[str, DesiredRecord] = {}
         for part, prefix in (("total", self.resources_prefix),
                              ("placement", self.placements_prefix),
                              ("flags", self.lifecycle_prefix)):
             _, items = await read_prefix(self._consul, prefix)
-            by_key = {item["Key"]: item for item in items}
-            del items
-            for name in _valid_names(by_key, prefix):
-                records[name] = self.record({part: _entry(by_key[prefix + name])},
-                                            records.get(name, ABSENT))
+            async for item in items:
+                if _valid_names([item["Key"]], prefix):
+                    name = item["Key"][len(prefix):]
+                    records[name] = self.record({part: _entry(item)}, records.get(name, ABSENT))
         _, journal = await read_prefix(self._consul, self.journal_prefix)
         later = {item["Key"][len(self.journal_prefix):].partition("/")
-                 for item in journal if item["ModifyIndex"] > first}
+                 async for item in journal if item["ModifyIndex"] > first}
         fresh_records, fresh_stored = await self._read(
             {name for kind, _, name in later if f"{kind}/" == SERVICES},
             {name for kind, _, name in later if f"{kind}/" == COMPUTES})
