@@ -57,7 +57,7 @@ READERS = 4  # transactions of re-reads in flight at once
 
 class Mirror:
     def __init__(self, consul: _Consul, *, key_prefix: str, resources_prefix: str,
-                 grace: float, resources_pause: float,
+                 grace: float, watch_pause: float,
                  on_services: Callable[[set[str]], None], on_computes: Callable[[], None]):
         self._consul = consul
         self.computes_prefix = f"{key_prefix}computes/"
@@ -71,9 +71,9 @@ class Mirror:
         self.on_computes = on_computes
         self.journal = Journal(consul, self.journal_prefix, grace, self._journaled, self.resync)
         self.resources = BoundedWatch(consul, resources_prefix, self._totals_seen,
-                                      min_pause=resources_pause)
+                                      min_pause=watch_pause)
         self.registry = BoundedWatch(consul, self.computes_prefix, self._computes_seen,
-                                     min_pause=resources_pause)
+                                     min_pause=watch_pause)
         self.state = SyncState("the compute registry and the desired state")
         self._pending_services: set[str] = set()
         self._pending_computes: set[str] = set()
@@ -147,6 +147,17 @@ class Mirror:
             self._written_meanwhile |= {("service", name) for name in services}
             self._written_meanwhile |= {("compute", name) for name in computes}
         self._notify(changed, computes_changed)
+
+    def stale(self, keys: set[str]) -> None:
+        """A transaction of this replica that checked `keys` was refused: its copy of what
+        they belong to may be old (another tool wrote a placement, say): read it again."""
+        for key in keys:
+            part, name = self._classify(key)
+            if part == "compute":
+                self._pending_computes.add(name)
+            elif part is not None:
+                self._pending_services.add(name)
+        self._wake.set()
 
     def _classify(self, key: str) -> tuple[str | None, str]:
         for part, prefix in (("total", self.resources_prefix), ("compute", self.computes_prefix),
