@@ -12,6 +12,8 @@
     desired.py     totals, placements, lifecycle flags, statuses, events, forgetting
     election.py    catalog registration, TTL check, session, leader lock, term
     tokens.py      API tokens
+    failover.py    what failover moved away from a dead compute, per service
+    velocity.py    a service's own velocity limits, the times of its last steps
     consulstore.py ConsulStore: the views, subscriptions and transactions, and the above
 """
 

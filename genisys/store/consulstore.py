@@ -16,6 +16,7 @@ from collections.abc import Callable
 from genisys.metrics import ReplicaMetrics
 from genisys.store.desired import DesiredState
 from genisys.store.election import Election
+from genisys.store.failover import FailoverRecords
 from genisys.store.registry import Registry
 from genisys.store.tokens import Tokens
 from genisys.store.transport import (
@@ -29,6 +30,7 @@ from genisys.store.transport import (
 from genisys.store.mirror import Mirror
 from genisys.store.sync import SyncState
 from genisys.store.values import Entry, _kv, _valid_names
+from genisys.store.velocity import VelocityState
 from genisys.store.view import PrefixView
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ JOURNAL_GRACE = 30.0
 _PROBE_CERT_URI = "spiffe://00000000-0000-0000-0000-000000000000.consul/ns/default/dc/dc1/svc/probe"
 
 
-class ConsulStore(Election, Registry, Tokens, DesiredState):
+class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
+                  VelocityState):
     """Every read and write of Genisys's state in Consul: the mirror, the subscriptions and
     the transactions here, one part per job in the modules it inherits from."""
 
@@ -85,6 +88,11 @@ class ConsulStore(Election, Registry, Tokens, DesiredState):
     def _parts(self) -> tuple[SyncState, ...]:
         """What must be in sync with Consul for reads to be served from memory."""
         return (*self.mirror.parts, self.tokens_view.state)
+
+    def reread(self, services: set[str]) -> None:
+        """Read these services' desired state again from Consul, in the background (after
+        a check-and-set lost to a writer that left no journal entry)."""
+        self.mirror.reread(services)
 
     def subscribe(self, on_services: Callable[[set[str]], None],
                   on_computes: Callable[[], None]) -> Callable[[], None]:

@@ -106,6 +106,7 @@ class DesiredState:
                 "errors": observed.get("errors", {}),
                 "warnings": observed.get("warnings", {}),
                 "in_progress": observed.get("in_progress", {}),
+                "stepping": observed.get("stepping"),
                 "observed_at": observed.get("observed_at"),
                 "paused": bool(record.flags.get("paused")),
                 "state": "deleting" if record.flags.get("deleting") else "active",
@@ -177,7 +178,7 @@ class DesiredState:
     def _own_prefixes(self) -> tuple[str, ...]:
         """Where Genisys keeps a service's keys (the total is Skynet's)."""
         return (self.placements_prefix, self.status_prefix, self.events_prefix,
-                self.lifecycle_prefix)
+                self.lifecycle_prefix, self.failover_prefix, self.steps_prefix)
 
     async def known_services(self) -> set[str]:
         """Services with a placement, lifecycle flags, a status or a history (the last two

@@ -209,6 +209,12 @@ class Mirror:
                 self._pending_computes.add(name)
         self._wake.set()
 
+    def reread(self, services: set[str]) -> None:
+        """Read these services again from Consul (a check-and-set lost to a writer that
+        set no journal entry); subscribers hear of those that changed."""
+        self._pending_services |= services
+        self._wake.set()
+
     def _totals_seen(self, index: int, indexes: dict[str, int]) -> None:
         """An answer of the resources watch: re-read the services whose total is newer
         than ours, appeared, or disappeared."""
