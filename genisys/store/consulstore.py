@@ -221,7 +221,6 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
         back."""
         outcome = await transact(self.consul, ops)
         if outcome is None:
-            self.mirror.stale({op["KV"]["Key"] for op in ops if "Key" in op["KV"]})
             return None
         written, deleted = outcome
         self.mirror.apply(written, deleted)

@@ -148,17 +148,6 @@ class Mirror:
             self._written_meanwhile |= {("compute", name) for name in computes}
         self._notify(changed, computes_changed)
 
-    def stale(self, keys: set[str]) -> None:
-        """A transaction of this replica that checked `keys` was refused: its copy of what
-        they belong to may be old (another tool wrote a placement, say): read it again."""
-        for key in keys:
-            part, name = self._classify(key)
-            if part == "compute":
-                self._pending_computes.add(name)
-            elif part is not None:
-                self._pending_services.add(name)
-        self._wake.set()
-
     def _classify(self, key: str) -> tuple[str | None, str]:
         for part, prefix in (("total", self.resources_prefix), ("compute", self.computes_prefix),
                              ("placement", self.placements_prefix),
