@@ -10,13 +10,12 @@ through the change journal.
 """
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 
 from genisys.store.sync import SyncState
-from genisys.store.transport import _Consul, read_prefix_text
+from genisys.store.transport import SlicedItems, _Consul, read_prefix_text
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +64,12 @@ class BoundedWatch:
             self.state.ok()
             if index == self.index:
                 continue  # the wait ran out: nothing changed
-            started = time.monotonic()
             # Only the key names and ModifyIndexes: values are never decoded here.
-            indexes = {item["Key"]: item["ModifyIndex"] for item in json.loads(body or "[]")}
+            items = SlicedItems(body)
+            indexes = {item["Key"]: item["ModifyIndex"] async for item in items}
             del body
+            started = time.monotonic()
             self.index = index
             self.on_answer(index, indexes)
-            took = time.monotonic() - started
+            took = items.busy + time.monotonic() - started
             await asyncio.sleep(max(self.min_pause, took * (1 - SHARE) / SHARE))
