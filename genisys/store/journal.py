@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from genisys.store.transport import SlicedItems, _Consul, read_prefix_text, transact
 from genisys.store.values import TXN_OPS, _kv
-from genisys.store.sync import SyncState
+from genisys.store.sync import SyncState, answers
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +63,10 @@ class Journal:
         self.processed[key] = max(index, self.processed.get(key, 0))
 
     async def _watch(self) -> None:
-        failures, answered_at = 0, None
-        while True:
-            try:
-                index, body = await read_prefix_text(self._consul, self.prefix, self.index,
-                                                     self.wait)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch must never die; it retries with back-off
-                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
-                    log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.state.lost(exc)
-                failures += 1
-                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
-                continue
+        answered_at = None
+        async for index, body in answers(lambda: read_prefix_text(
+                self._consul, self.prefix, self.index, self.wait), self.state, self.prefix):
             answered = time.monotonic()
-            if failures:
-                log.info("watching %s again", self.prefix)
-            failures = 0
             gap = None if answered_at is None else answered - answered_at
             answered_at = answered
             self.state.ok()

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from genisys.store.sync import SyncState
+from genisys.store.sync import SyncState, answers
 from genisys.store.transport import SlicedItems, _Consul, read_prefix_text
 
 log = logging.getLogger(__name__)
@@ -44,23 +44,8 @@ class BoundedWatch:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _watch(self) -> None:
-        failures = 0
-        while True:
-            try:
-                index, body = await read_prefix_text(self._consul, self.prefix, self.index,
-                                                     WAIT)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch must never die; it retries with back-off
-                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
-                    log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.state.lost(exc)
-                failures += 1
-                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
-                continue
-            if failures:
-                log.info("watching %s again", self.prefix)
-            failures = 0
+        async for index, body in answers(lambda: read_prefix_text(
+                self._consul, self.prefix, self.index, WAIT), self.state, self.prefix):
             self.state.ok()
             if index == self.index:
                 continue  # the wait ran out: nothing changed
