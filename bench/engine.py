@@ -182,7 +182,9 @@ def cycle_counters(before: dict, after: dict) -> dict[str, float]:
             and key.split("{")[0].endswith("_total")}
 
 
-FULL_CYCLE = re.compile(r"full cycle: (.*) \((\d+) ms\)")
+# The leader's line after each full cycle ("full cycle: ..." before engine v2, "full pass
+# (reason): ..." since), with its duration.
+FULL_CYCLE = re.compile(r"full (?:cycle|pass)[^:\n]*: (.*) \((\d+) ms\)")
 
 
 # -- latency: follower -> connector with 0, 10,000 and 100,000 other services ---------------
@@ -500,7 +502,8 @@ def late_part(bench: Bench) -> None:
         bench.row(figure, not_converged(exc), target, False)
         return
     seconds = time.time() - done
-    said = {k: meanwhile[k] for k in ("observed", "errors", "target") if k in meanwhile}
+    said = {k: meanwhile[k] for k in ("observed", "errors", "in_progress", "target")
+            if meanwhile.get(k)}
     bench.row(figure, f"{seconds:.1f} s" + (f" (before, the status said "
                                             f"{json.dumps(said)[:200]})" if said else ""),
               target, seconds <= LATE_FACTOR * timeout)
