@@ -126,7 +126,7 @@ def add_compute(replica: Replica, name: str, url: str) -> None:
     response = replica.request("POST", "/compute", {"name": name, "connector": url})
     if response.status_code != 201:
         raise AssertionError(f"POST /compute {name} answered {response.status_code}: "
-                           f"{response.text[:200]}")
+                             f"{response.text[:200]}")
 
 
 def put_totals(bench: Bench, prefix: str, totals: dict[str, int]) -> None:
