@@ -7,7 +7,7 @@
 
 Three parts, everything on loopback, figures only (no assertions):
 
-1. observe: Reconciler.observe called in-process (its ConsulStore is built but never
+1. observe: the leader's observation (genisys.engine.calls) called in-process (no store
    started: observe does not touch Consul) for --services services on 3 counting
    connectors (bench/counting_connector.py) whose every call waits --latency:
    (a) connectors started with --no-bulk, so one GET /service/<s>/status per (service,
@@ -51,9 +51,9 @@ import requests
 
 from bench.proc import OtherLoad, cpu_seconds, machine_busy, memory_mb, own_cpu
 from genisys.connector import ConnectorClient
-from genisys.devconsul import free_port
-from genisys.reconciler import Reconciler
-from genisys.store import ConsulStore
+from genisys.engine.calls import ComputeCalls
+from genisys.metrics import ReplicaMetrics
+from genisys.plan import Observed
 from tests.connector_helpers import CountingConnector
 from tests.support import ConsulAgent, Replica, percentile, the_leader, unique_prefix, wait_until
 
@@ -104,13 +104,13 @@ def sequential_estimate(client_urls: list[str], names: list[str]) -> float:
     return (time.perf_counter() - started) / len(sample)
 
 
-async def time_observe(reconciler: Reconciler, computes: dict, services: set, rounds: int,
-                       expected: dict, pids: list[int]) -> list[dict]:
+async def time_observe(reconciler: list[ComputeCalls], computes: dict, services: set,
+                       rounds: int, expected: dict, pids: list[int]) -> list[dict]:
     runs = []
     for _ in range(rounds):
         me, others, busy = own_cpu(), sum(map(cpu_seconds, pids)), machine_busy()
         started = time.perf_counter()
-        observed = await reconciler.observe(computes, services, bulk=True)
+        observed = await observe_all(reconciler, services)
         wall = time.perf_counter() - started
         me, others = own_cpu() - me, sum(map(cpu_seconds, pids)) - others
         wrong = sum(1 for key, n in expected.items() if observed.counts.get(key) != n)
@@ -137,7 +137,7 @@ async def observe_part(args, workdir: Path) -> dict:
     concurrencies = sorted(set(args.concurrency) | {DEFAULT_CONCURRENCY})
     results = {}
     print(f"1. observe: {args.services} services x 3 computes, {args.latency * 1000:g} ms per "
-          f"connector call, {args.rounds} rounds each (Reconciler.observe in this process)")
+          f"connector call, {args.rounds} rounds each (each compute's calls in this process)")
     for mode in ("per-service", "bulk"):
         flags = ["--latency", str(args.latency)] + (["--no-bulk"] if mode == "per-service" else [])
         connectors = [CountingConnector(*flags, log_path=workdir / f"{mode}-{i}.log")
@@ -159,8 +159,8 @@ async def observe_part(args, workdir: Path) -> dict:
                       f"latency; the client's {CLIENT_POOL} connections, shared by the 3 "
                       f"computes, cap concurrency at {CLIENT_POOL // 3}:")
                 for concurrency in concurrencies:
-                    reconciler = make_reconciler(client, concurrency)
-                    await reconciler.observe(computes, services, bulk=True)  # warm connections
+                    reconciler = make_calls(client, computes, concurrency)
+                    await observe_all(reconciler, services)  # warm connections
                     runs = await time_observe(reconciler, computes, services, args.rounds,
                                               expected, pids)
                     in_flight = min(3 * concurrency, CLIENT_POOL)
@@ -170,8 +170,8 @@ async def observe_part(args, workdir: Path) -> dict:
                     results["a", concurrency] = runs
             else:
                 print("  (b) bulk GET /status, one call per compute:")
-                reconciler = make_reconciler(client, DEFAULT_CONCURRENCY)
-                await reconciler.observe(computes, services, bulk=True)
+                reconciler = make_calls(client, computes, DEFAULT_CONCURRENCY)
+                await observe_all(reconciler, services)
                 runs = await time_observe(reconciler, computes, services,
                                           max(args.rounds, 10), expected, pids)
                 print(describe_runs("bulk", runs, 3), flush=True)
@@ -184,16 +184,22 @@ async def observe_part(args, workdir: Path) -> dict:
     return results
 
 
-# Built, never started (nothing listens at its address): observe() uses only the
-# connector client, and the Reconciler only hooks callbacks onto the store's views.
-_IDLE_STORE = None
+def make_calls(client: ConnectorClient, computes: dict,
+               concurrency: int) -> list[ComputeCalls]:
+    """Each compute's calls, as the leader's workers make them."""
+    metrics = ReplicaMetrics()
+    return [ComputeCalls(client, name, url, None, concurrency, metrics)
+            for name, url in computes.items()]
 
 
-def make_reconciler(client: ConnectorClient, concurrency: int) -> Reconciler:
-    global _IDLE_STORE
-    _IDLE_STORE = _IDLE_STORE or ConsulStore("127.0.0.1", free_port())
-    return Reconciler(_IDLE_STORE, client, poll_interval=15.0, concurrency=concurrency,
-                      service_prefix="", strategy="first")
+async def observe_all(calls: list[ComputeCalls], services: set) -> Observed:
+    """Every compute observed at once, as the workers do it."""
+    observed = Observed()
+    for one, seen in zip(calls, await asyncio.gather(*(c.observe(services, True)
+                                                       for c in calls))):
+        observed.counts.update(((s, one.compute), n) for s, n in seen.counts.items())
+        observed.errors.update(((s, one.compute), e) for s, e in seen.errors.items())
+    return observed
 
 
 # -- 2. scale latency through a follower ---------------------------------------------
@@ -201,8 +207,8 @@ def make_reconciler(client: ConnectorClient, concurrency: int) -> Reconciler:
 def leader_decisions(log_text: str) -> dict[tuple[str, int], float]:
     """When the leader logged `scaling <svc> on <c> from <n> to <m>` (ms resolution)."""
     found = {}
-    pattern = re.compile(r"^(\S+ \S+),(\d{3}) INFO genisys\.reconciler: scaling (\S+) on \S+ "
-                         r"from \d+ to (\d+)", re.MULTILINE)
+    pattern = re.compile(r"^(\S+ \S+),(\d{3}) INFO genisys\.engine\.workers: scaling (\S+) "
+                         r"on \S+ from \d+ to (\d+)", re.MULTILINE)
     for match in pattern.finditer(log_text):
         stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").timestamp() + int(match[2]) / 1000
         found.setdefault((match[3], int(match[4])), stamp)
@@ -398,7 +404,7 @@ def memory_part(args, consul: ConsulAgent, workdir: Path) -> dict:
             time.sleep(0.25)
         peak = memory_mb(pid)
         received = len(re.findall(r" scale svc-\d+ from ", connector.log()))
-        sent = len(re.findall(r"INFO genisys\.reconciler: scaling ", replica.log()))
+        sent = len(re.findall(r"INFO genisys\.engine\.workers: scaling ", replica.log()))
     finally:
         replica.stop()
         shutil.rmtree(replica.dir, ignore_errors=True)

@@ -19,7 +19,7 @@ from genisys.httpserver import LimitedHTTPServer, raise_fd_limit, tls_context
 from genisys.leader import LeaderElection
 from genisys.model import Compute, ValidationError
 from genisys.permissions import PermissionWatch
-from genisys.reconciler import Reconciler
+from genisys.engine.reconciler import Reconciler
 from genisys.store import Conflict, ConsulStore
 
 log = logging.getLogger("genisys")

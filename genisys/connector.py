@@ -1,7 +1,8 @@
 """ConnectorClient: the connector protocol over HTTP, async, with timeouts.
 
     GET  {connector}/status                 -> {"running_resources": {svc: n}}  (optional)
-    GET  {connector}/service/{svc}/status   -> {"running_resources": n}
+    GET  {connector}/service/{svc}/status   -> {"running_resources": n, "target": t}
+                                               (target optional: an order still in progress)
     POST {connector}/service/{svc}/scale {"number": n}   -> any 2xx
 
 Every answer is distrusted: whatever a connector sends (garbage, HTML, a document nested
@@ -69,16 +70,27 @@ class ConnectorClient:
 
     async def status(self, connector: str, service: str, token: str | None = None) -> int:
         """Running resources of one service; 0 when the connector does not define it."""
+        return (await self.progress(connector, service, token))[0]
+
+    async def progress(self, connector: str, service: str, token: str | None = None
+                       ) -> tuple[int, int | None]:
+        """Running resources of one service, and the `target` it is still working
+        towards (None when the connector names none: no order in progress, or a connector
+        without the extension)."""
         path = service_path(service, "status")
         code, body = await self._call("GET", connector, path, token=token)
         if code in (404, 501):
-            return 0
-        count = _running_resources(_expect(code, body, connector, f"GET {path}"),
-                                   connector, f"GET {path}")
+            return 0, None
+        answer = _expect(code, body, connector, f"GET {path}")
+        count = _running_resources(answer, connector, f"GET {path}")
         if not _is_count(count):
             raise ConnectorError(f"{connector} answered GET {path} with a running_resources "
                                  f"that is not a count: {excerpt(repr(count), 60)}")
-        return count
+        target = answer.get("target")
+        if target is not None and not _is_count(target):
+            raise ConnectorError(f"{connector} answered GET {path} with a target that is "
+                                 f"not a count: {excerpt(repr(target), 60)}")
+        return count, target
 
     async def scale(self, connector: str, service: str, number: int,
                     term: int | None, token: str | None = None) -> int | None:

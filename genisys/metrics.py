@@ -39,7 +39,9 @@ disable_created_metrics()
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0)
 
-SERVICE_STATES = ("managed", "converged", "failing", "paused")
+SERVICE_STATES = ("managed", "converged", "failing", "paused", "short")
+FULL_CYCLE_REASONS = ("poll", "start", "computes", "retry")
+REQUEUE_REASONS = ("conflict", "in_progress", "unavailable")
 
 
 def enabled() -> bool:
@@ -55,11 +57,21 @@ class ReplicaMetrics:
         self.leader_status = Gauge(
             "genisys_leader_status", "1 while this replica leads, else 0.", registry=registry)
         self.reconcile_total = Counter(
-            "genisys_reconcile_total", "Reconcile cycles run by the leader, by result.",
+            "genisys_reconcile_total", "Full reconcile passes run by the leader, by result.",
             ["result"], registry=registry)
         self.reconcile_duration = Histogram(
-            "genisys_reconcile_duration_seconds", "Time a reconcile cycle took.",
+            "genisys_reconcile_duration_seconds", "Time a full reconcile pass took.",
             buckets=_BUCKETS, registry=registry)
+        self.full_cycles = Counter(
+            "genisys_reconcile_full_cycles_total", "Full passes over every service, by reason "
+            "(poll: the safety net every poll_interval; start: a new term; computes: the "
+            "registry changed; retry: the previous pass failed).", ["reason"],
+            registry=registry)
+        self.requeues = Counter(
+            "genisys_reconcile_requeues_total", "Services handled again, alone, by reason "
+            "(conflict: a placement check-and-set lost to another writer; in_progress: an "
+            "order in progress re-observed; unavailable: the local view was not in sync).",
+            ["reason"], registry=registry)
         self.orders_total = Counter(
             "genisys_orders_total", "Scale orders sent to connectors.",
             ["compute", "direction", "result"], registry=registry)
@@ -90,13 +102,17 @@ class ReplicaMetrics:
             self.services.labels(state)
         for result in ("success", "error"):
             self.reconcile_total.labels(result)
+        for reason in FULL_CYCLE_REASONS:
+            self.full_cycles.labels(reason)
+        for reason in REQUEUE_REASONS:
+            self.requeues.labels(reason)
         # Label children cached by their label values: one dict lookup per request.
         self._http: dict[tuple, tuple] = {}
         self._consul: dict[str, object] = {}
         self._calls: dict[tuple[str, str], object] = {}  # one per (compute, call) pair
         if not enabled():
             for name in ("http", "consul", "connector_call", "connector_error", "order",
-                         "reconciled", "count_services"):
+                         "reconciled", "count_services", "full_cycle", "requeue"):
                 setattr(self, name, _ignore)
 
     def watch_leader(self, is_leader: Callable[[], bool]) -> None:
@@ -141,6 +157,12 @@ class ReplicaMetrics:
         self.reconcile_total.labels("success" if ok else "error").inc()
         self.reconcile_duration.observe(seconds)
 
+    def full_cycle(self, reason: str) -> None:
+        self.full_cycles.labels(reason).inc()
+
+    def requeue(self, reason: str) -> None:
+        self.requeues.labels(reason).inc()
+
     def count_services(self, counts: dict[str, int]) -> None:
         for state in SERVICE_STATES:
             self.services.labels(state).set(counts.get(state, 0))
@@ -153,6 +175,16 @@ class KitMetrics:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)
         self.backend = backend
+        self.full_cycles = Counter(
+            "genisys_reconcile_full_cycles_total", "Full passes over every service, by reason "
+            "(poll: the safety net every poll_interval; start: a new term; computes: the "
+            "registry changed; retry: the previous pass failed).", ["reason"],
+            registry=registry)
+        self.requeues = Counter(
+            "genisys_reconcile_requeues_total", "Services handled again, alone, by reason "
+            "(conflict: a placement check-and-set lost to another writer; in_progress: an "
+            "order in progress re-observed; unavailable: the local view was not in sync).",
+            ["reason"], registry=registry)
         self.orders_total = Counter(
             "genisys_connector_orders_total", "Scale orders this connector received, by "
             "result (done, replaced by a newer order, refused, failed).",

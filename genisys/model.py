@@ -1,7 +1,8 @@
 """Pure values and validation: names, numbers, computes. No I/O, no Tornado."""
 
 import re
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from urllib.parse import urlsplit
 
 from genisys.placement import ComputeSpec
@@ -25,22 +26,25 @@ def validate_name(value, what: str = "name") -> str:
     return value
 
 
-def validate_number(value, what: str = "number") -> int:
-    """An integer >= 0, an integral float (2.0), or a string of ASCII digits (httpie's
-    `number=3` sends "3")."""
+def validate_number(value, what: str = "number", minimum: int = 0) -> int:
+    """An integer from `minimum` to MAX_NUMBER, an integral float (2.0), or a string of
+    ASCII digits (httpie's `number=3` sends "3"), with a minus sign when `minimum` < 0."""
     if isinstance(value, bool):
-        raise ValidationError(f"{what} must be an integer >= 0, not a boolean.")
+        raise ValidationError(f"{what} must be an integer >= {minimum}, not a boolean.")
     number = value
+    sign = "-?" if minimum < 0 else ""
     if isinstance(value, float) and value.is_integer():
         number = int(value)
     # Not \d, isdigit() or a bare int(): they take any Unicode digit ("\u0661" is 1).
-    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
-        digits = value.strip().lstrip("0") or "0"
+    elif isinstance(value, str) and re.fullmatch(rf"\s*{sign}[0-9]+\s*", value):
+        text = value.strip()
+        digits = text.lstrip("-").lstrip("0") or "0"
         number = int(digits) if len(digits) <= len(str(MAX_NUMBER)) else MAX_NUMBER + 1
+        number = -number if text.startswith("-") else number
     if not isinstance(number, int):
-        raise ValidationError(f"{what} must be an integer >= 0, got {value!r:.80}.")
-    if number < 0:
-        raise ValidationError(f"{what} must be >= 0, got {value!r:.80}.")
+        raise ValidationError(f"{what} must be an integer >= {minimum}, got {value!r:.80}.")
+    if number < minimum:
+        raise ValidationError(f"{what} must be >= {minimum}, got {value!r:.80}.")
     if number > MAX_NUMBER:
         raise ValidationError(f"{what} must be at most {MAX_NUMBER}, got {value!r:.80}.")
     return number
@@ -110,6 +114,12 @@ def validate_token(value, what: str = "token") -> str:
     return value
 
 
+# The placement fields of a compute definition and their defaults (genisys/placement.py
+# says what they do).
+PLACEMENT_DEFAULTS = {"weight": 1, "max": None, "priority": 0}
+PLACEMENT_FIELDS = tuple(PLACEMENT_DEFAULTS)
+
+
 @dataclass(frozen=True)
 class Compute:
     name: str
@@ -118,15 +128,24 @@ class Compute:
     deleting: str | None = None
     # Sent to the connector as `Authorization: Bearer <token>`; write-only in the API.
     token: str | None = dataclass_field(default=None, repr=False)
+    weight: int = 1          # share under the `weighted` strategy
+    max: int | None = None   # most instances of any one service; None: no limit
+    priority: int = 0        # order under the `priority` strategy, higher first
 
     @classmethod
     def from_dict(cls, body) -> "Compute":
-        """A definition as the API takes it: name, connector and an optional token."""
+        """A definition as the API takes it: name, connector, an optional token, weight,
+        max and priority."""
         if not isinstance(body, dict):
             raise ValidationError("a compute definition must be a JSON object.")
-        check_fields(body, ("name", "connector"), ("token",))
+        check_fields(body, ("name", "connector"), ("token",) + PLACEMENT_FIELDS)
         token = validate_token(body["token"]) if "token" in body else None
-        return cls(validate_name(body["name"]), validate_url(body["connector"]), token=token)
+        limit = body.get("max")
+        return cls(validate_name(body["name"]), validate_url(body["connector"]), token=token,
+                   weight=validate_number(body.get("weight", 1), "weight"),
+                   max=None if limit is None else validate_number(limit, "max"),
+                   priority=validate_number(body.get("priority", 0), "priority",
+                                            minimum=-MAX_NUMBER))
 
     @classmethod
     def from_stored(cls, body) -> "Compute":
@@ -137,25 +156,34 @@ class Compute:
         compute = cls.from_dict({k: v for k, v in body.items() if k != "deleting"})
         if deleting is None:
             return compute
-        return cls(compute.name, compute.connector, str(deleting)[:40], compute.token)
+        return replace(compute, deleting=str(deleting)[:40])
 
     @property
     def spec(self) -> ComputeSpec:
         """What the placement strategies need to know of this compute."""
-        return ComputeSpec()
+        return ComputeSpec(self.weight, self.max, self.priority)
 
     def to_dict(self) -> dict:
-        """The stored form, the token included."""
-        body = {"name": self.name, "connector": self.connector}
-        if self.deleting:
-            body["deleting"] = self.deleting
+        """The stored form, the token included; placement fields only when not the
+        default (a replica of an older version still reads the other computes)."""
+        body = self._fields(defaults=False)
         if self.token:
             body["token"] = self.token
         return body
 
     def public_dict(self) -> dict:
-        """What the API shows: the token only as "set" (absent when there is none)."""
-        body = self.to_dict()
+        """What the API shows: every placement field, the token only as "set" (absent
+        when there is none)."""
+        body = self._fields(defaults=True)
         if self.token:
             body["token"] = "set"
+        return body
+
+    def _fields(self, defaults: bool) -> dict:
+        placement = {"weight": self.weight, "max": self.max, "priority": self.priority}
+        body = {"name": self.name, "connector": self.connector,
+                **{field: value for field, value in placement.items()
+                   if defaults or value != PLACEMENT_DEFAULTS[field]}}
+        if self.deleting:
+            body["deleting"] = self.deleting
         return body

@@ -6,7 +6,7 @@ observed now, say what to do; running it again on the result says "nothing".
 
 from dataclasses import dataclass, field
 
-from genisys.placement import ComputeSpec, NoComputeError, place, placement_total
+from genisys.placement import ComputeSpec, NoComputeError, place, placement_total, within_limits
 
 # Accepted orders after which a pair that still reports another count gets a warning
 # (the first order may legitimately be observed before it has taken effect).
@@ -27,9 +27,12 @@ class Desired:
 
 @dataclass
 class Observed:
-    """What the connectors said in one cycle."""
+    """What the connectors said in one observation."""
     counts: dict[tuple[str, str], int] = field(default_factory=dict)   # (service, compute) -> n
     errors: dict[tuple[str, str], str] = field(default_factory=dict)   # (service, compute) -> why
+    # (service, compute) -> the count it is still working towards: an order in progress
+    # (one that outlived connector.timeout, or a `target` the connector reports).
+    targets: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 # (service, compute) -> (number ordered, orders the connector accepted since the pair
@@ -46,26 +49,35 @@ class ScaleOrder:
 
 
 def placements_to_fix(desired: Desired, strategy: str) -> dict[str, dict[str, int]]:
-    """New placements for services whose placement does not match their total.
+    """New placements for services whose placement is not what the strategy gives for
+    their total within the computes' limits.
 
-    That happens when the total was written by another tool (only the total changed), or
-    when a compute holding resources was deleted: the strategy places the difference.
+    That happens when the total was written by another tool (only the total changed),
+    when a compute holding resources was deleted or its max lowered, or when room appears
+    for a service that was short: the strategy places the difference. A short placement
+    that still cannot grow is right as it is (placing it again changes nothing).
     """
     computes = list(desired.computes)
     fixes = {}
     for service, total in desired.totals.items():
         current = desired.placements.get(service, {})
-        if placement_total(current) == total and all(c in desired.computes for c in current):
+        if (placement_total(current) == total and all(c in desired.computes for c in current)
+                and within_limits(current, desired.specs)):
             continue
         try:
-            fixes[service] = place(total, computes, current, strategy, specs=desired.specs)
+            placed = place(total, computes, current, strategy, specs=desired.specs,
+                           service=service)
         except NoComputeError:
             continue  # nowhere to put it yet; reported through the status
+        if placed != current:
+            fixes[service] = placed
     return fixes
 
 
 def scale_orders(desired: Desired, observed: Observed) -> list[ScaleOrder]:
-    """An order wherever a compute runs a different number than its placement says.
+    """An order wherever a compute runs, or is still working towards, a different number
+    than its placement says. An order in progress towards the placed number is never
+    sent again: it is awaited.
 
     Services without a desired total are never touched, nor paused ones (a delete
     clears the pause), nor a (service, compute) pair whose count is unknown this cycle.
@@ -78,9 +90,35 @@ def scale_orders(desired: Desired, observed: Observed) -> list[ScaleOrder]:
         for compute in desired.computes:
             have = observed.counts.get((service, compute))
             want = placement.get(compute, 0)
-            if have is not None and have != want:
+            if have is not None and observed.targets.get((service, compute), have) != want:
                 orders.append(ScaleOrder(service, compute, want, have))
     return orders
+
+
+@dataclass(frozen=True)
+class Decision:
+    orders: list[ScaleOrder]
+    sentence: str  # what was decided and why, for the log
+
+
+def decide(desired: Desired, observed: Observed) -> Decision:
+    """The orders for what `observed` covers, and one sentence saying why."""
+    orders = scale_orders(desired, observed)
+    if orders:
+        said = "; ".join(f"{o.service} on {o.compute}: {order_reason(desired, o)}"
+                         for o in orders[:3])
+        more = f" and {len(orders) - 3} more" if len(orders) > 3 else ""
+        return Decision(orders, f"{len(orders)} order(s): {said}{more}")
+    services = {service for service, _ in observed.counts}
+    awaited = sorted(f"{s} on {c} to {n}" for (s, c), n in observed.targets.items()
+                     if s in desired.totals and observed.counts.get((s, c)) != n)
+    paused = sorted(services & desired.paused - desired.deleting)
+    sentence = f"no order for {len(services)} service(s) observed"
+    if awaited:
+        sentence += f"; awaiting orders in progress: {', '.join(awaited[:3])}"
+    if paused:
+        sentence += f"; paused: {', '.join(paused[:3])}"
+    return Decision([], sentence)
 
 
 def open_orders(orders: OrderCounts, desired: Desired, observed: Observed) -> OrderCounts:

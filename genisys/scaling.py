@@ -95,7 +95,7 @@ async def plan(store: ConsulStore, service: str, number: int, compute: str | Non
     if seen.flags.get("deleting"):
         raise Conflict(f"service {service!r} is being deleted: scale it once it is gone.")
     specs = {c.name: c.spec for c, _ in computes}
-    placement = place(number, list(indexes), seen.placement, strategy, compute, specs)
+    placement = place(number, list(indexes), seen.placement, strategy, compute, specs, service)
     return Plan(placement, seen, {name: indexes[name] for name in placement})
 
 

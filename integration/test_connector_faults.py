@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from genisys.reconciler import MAX_SENTENCE
+from genisys.engine.calls import MAX_SENTENCE
 from tests.connector_helpers import ConnectorProcess, unique
 from tests.support import ROOT, wait_until
 

@@ -9,14 +9,17 @@ import requests
 from tests.support import wait_until
 
 LOCAL = {"name": "localdc", "connector": "http://localhost:7051"}
+# What a compute shows of its placement fields when its definition leaves them out.
+DEFAULTS = {"weight": 1, "max": None, "priority": 0}
+SHOWN = {**LOCAL, **DEFAULTS}
 
 
 def test_post_creates_a_compute_stored_in_consul(replica, consul, prefix):
     response = replica.request("POST", "/compute", LOCAL)
     assert response.status_code == 201
-    assert response.json() == LOCAL
+    assert response.json() == SHOWN
     assert response.headers["Location"] == "/compute/localdc"
-    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == LOCAL
+    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == LOCAL  # defaults left out
 
 
 def test_get_lists_every_compute_in_definition_order(replica):
@@ -31,15 +34,15 @@ def test_get_lists_every_compute_in_definition_order(replica):
 
 def test_get_one_compute(replica):
     replica.request("POST", "/compute", LOCAL)
-    assert replica.request("GET", "/compute/localdc").json() == LOCAL
-    assert replica.request("GET", "/compute/localdc?consistent=1").json() == LOCAL
+    assert replica.request("GET", "/compute/localdc").json() == SHOWN
+    assert replica.request("GET", "/compute/localdc?consistent=1").json() == SHOWN
 
 
 def test_put_updates_an_existing_compute(replica, consul, prefix):
     replica.request("POST", "/compute", LOCAL)
     response = replica.request("PUT", "/compute/localdc", {"connector": "http://localhost:7052"})
     assert response.status_code == 200
-    assert response.json() == {"name": "localdc", "connector": "http://localhost:7052"}
+    assert response.json() == {"name": "localdc", "connector": "http://localhost:7052", **DEFAULTS}
     assert replica.request("GET", "/compute/localdc").json()["connector"] == "http://localhost:7052"
     assert json.loads(consul.kv_get(f"{prefix}computes/localdc"))["connector"] == \
         "http://localhost:7052"
@@ -90,6 +93,15 @@ BAD_POSTS = [
     ("no host", {**LOCAL, "connector": "http://"}, 400, "absolute http or https URL"),
     ("bad port", {**LOCAL, "connector": "http://h:99999"}, 400, "absolute http or https URL"),
     ("connector not a string", {**LOCAL, "connector": 7051}, 400, "must be a string URL"),
+    ("weight negative", {**LOCAL, "weight": -1}, 400, "weight must be >= 0, got -1."),
+    ("weight a boolean", {**LOCAL, "weight": True}, 400, "weight must be an integer >= 0, not a"),
+    ("weight a fraction", {**LOCAL, "weight": 0.5}, 400, "weight must be an integer >= 0, got"),
+    ("weight absurd", {**LOCAL, "weight": 10**9}, 400, "weight must be at most 100000"),
+    ("max a word", {**LOCAL, "max": "lots"}, 400, "max must be an integer >= 0, got 'lots'."),
+    ("max negative", {**LOCAL, "max": -3}, 400, "max must be >= 0, got -3."),
+    ("max absurd", {**LOCAL, "max": 1e12}, 400, "max must be at most 100000"),
+    ("priority a list", {**LOCAL, "priority": [1]}, 400, "priority must be an integer >= -100000"),
+    ("priority absurd", {**LOCAL, "priority": -10**6}, 400, "priority must be >= -100000"),
 ]
 
 
@@ -116,7 +128,7 @@ def test_put_naming_another_compute_is_refused(replica):
                                                            "connector": "http://h:2"})
     assert response.status_code == 400
     assert "names compute 'other'" in response.json()["error"]
-    assert replica.request("GET", "/compute/localdc").json() == LOCAL
+    assert replica.request("GET", "/compute/localdc").json() == SHOWN
     assert replica.request("GET", "/compute/other").status_code == 404
 
 
@@ -130,7 +142,7 @@ def test_bad_put_is_refused_and_changes_nothing(replica, body, message):
     response = replica.request("PUT", "/compute/localdc", body)
     assert response.status_code == 400
     assert message in response.json()["error"]
-    assert replica.request("GET", "/compute/localdc").json() == LOCAL
+    assert replica.request("GET", "/compute/localdc").json() == SHOWN
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
@@ -218,7 +230,7 @@ def test_registry_survives_a_replica_restart(start_replica):
     first.request("POST", "/compute", LOCAL)
     assert first.stop() == 0
     second = start_replica()
-    assert second.request("GET", "/compute").json() == {"localdc": LOCAL}
+    assert second.request("GET", "/compute").json() == {"localdc": SHOWN}
 
 
 def test_the_compute_file_fills_gaps_and_never_overwrites_api_changes(start_replica, tmp_path):
@@ -239,3 +251,27 @@ def test_the_compute_file_fills_gaps_and_never_overwrites_api_changes(start_repl
                what="the deleted compute to be written again")
     assert second.request("GET", "/compute/local").json()["connector"] == "http://changed:1"
     assert "already defined in Consul" in second.log()
+
+
+def test_weight_max_and_priority_are_stored_shown_and_updated(replica, consul, prefix):
+    limits = {"weight": 3, "max": 5, "priority": -2}
+    response = replica.request("POST", "/compute", {**LOCAL, **limits})
+    assert response.status_code == 201
+    assert response.json() == {**LOCAL, **limits}
+    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == {**LOCAL, **limits}
+    assert replica.request("GET", "/compute").json() == {"localdc": {**LOCAL, **limits}}
+    # A PUT replaces the definition: fields left out take their defaults (not stored).
+    response = replica.request("PUT", "/compute/localdc", {"connector": LOCAL["connector"],
+                                                           "max": None, "priority": "7"})
+    assert response.json() == {**LOCAL, "weight": 1, "max": None, "priority": 7}
+    assert replica.request("GET", "/compute/localdc").json()["priority"] == 7
+    assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == {**LOCAL, "priority": 7}
+
+
+def test_a_bad_limit_in_a_put_changes_nothing(replica):
+    replica.request("POST", "/compute", {**LOCAL, "max": 4})
+    response = replica.request("PUT", "/compute/localdc", {"connector": LOCAL["connector"],
+                                                           "max": -1})
+    assert response.status_code == 400
+    assert response.json() == {"error": "max must be >= 0, got -1."}
+    assert replica.request("GET", "/compute/localdc").json()["max"] == 4

@@ -200,7 +200,7 @@ def test_json_prints_the_apis_answers(replica):
     assert json.loads(scaled.stdout) == {"service": "web", "desired": 3, "placement": {"a": 3}}
     listed = genisys("computes", "--json", addr=replica.url)
     assert (listed.returncode, json.loads(listed.stdout)) == \
-        (0, {"a": {"name": "a", "connector": DEAD}})
+        (0, {"a": {"name": "a", "connector": DEAD, "weight": 1, "max": None, "priority": 0}})
     leader = genisys("leader", "--json", addr=replica.url)
     assert json.loads(leader.stdout) == replica.request("GET", "/leader").json()
 

@@ -2,7 +2,10 @@
 
 import pytest
 
+from genisys.cli import load_compute_file
 from genisys.computes_file import DefinitionFileError, parse_definitions, read_definitions
+from genisys.config import build
+from genisys.placement import ComputeSpec
 from tests.support import ROOT
 
 
@@ -53,3 +56,22 @@ def test_the_file_is_never_executed(tmp_path):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(DefinitionFileError, match="cannot read"):
         read_definitions(tmp_path / "absent.py")
+
+
+def test_a_compute_file_carries_weight_max_and_priority(tmp_path):
+    (tmp_path / "computes.py").write_text(
+        'big = {"name": "big", "connector": "http://h:1", "weight": 3, "max": None}\n'
+        'small = {"name": "small", "connector": "http://h:2", "max": 4, "priority": -1}\n')
+    config = build({"genisys": {"compute_file": "computes.py"}})
+    big, small = load_compute_file(config, tmp_path / "genisys.yaml")
+    assert big.spec == ComputeSpec(weight=3, max=None, priority=0)
+    assert small.spec == ComputeSpec(weight=1, max=4, priority=-1)
+
+
+def test_a_bad_limit_in_a_compute_file_names_its_line(tmp_path):
+    (tmp_path / "computes.py").write_text(
+        'ok = {"name": "ok", "connector": "http://h:1"}\n'
+        'bad = {"name": "bad", "connector": "http://h:2", "max": -1}\n')
+    config = build({"genisys": {"compute_file": "computes.py"}})
+    with pytest.raises(DefinitionFileError, match=r"computes.py:2: max must be >= 0, got -1\."):
+        load_compute_file(config, tmp_path / "genisys.yaml")

@@ -139,3 +139,32 @@ def test_a_stale_term_409_names_the_highest_term_seen():
             assert connector.backend.counts == {"web": 4}
 
     with_client(scenario)
+
+
+def test_progress_names_the_target_of_an_order_in_progress():
+    class SlowBackend(MemoryBackend):
+        def __init__(self):
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def scale(self, definition, number):
+            await self.release.wait()
+            await super().scale(definition, number)
+
+    async def scenario(client):
+        backend = SlowBackend()
+        connector = Connector(backend)
+        connector.define({"name": "web"})
+        server, port = listen(connector)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            order = asyncio.create_task(connector.scale("web", 3))
+            assert await client.progress(url, "web") == (0, 3)
+            backend.release.set()
+            assert await order == 3
+            assert await client.progress(url, "web") == (3, None)
+            assert await client.status(url, "web") == 3
+        finally:
+            server.stop()
+
+    with_client(scenario)

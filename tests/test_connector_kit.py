@@ -484,3 +484,15 @@ def test_a_405_names_the_allowed_methods_in_its_allow_header(served):
         error = json.loads(response.read())["error"]
         assert error.endswith(f"use {allowed.replace(', ', ' or ')}.")
         connection.close()
+
+
+def test_status_names_the_target_while_an_order_is_in_progress():
+    with Served(RecordingBackend(delay=1.0)) as served:
+        served.call("POST", "/service", {"name": "web"})
+        with ThreadPoolExecutor(1) as pool:
+            order = pool.submit(served.call, "POST", "/service/web/scale", {"number": 3})
+            wait_until(lambda: served.call("GET", "/service/web/status")
+                       == (200, {"running_resources": 0, "target": 3}),
+                       what="the target while scaling")
+            assert order.result()[0] == 200
+        assert served.call("GET", "/service/web/status") == (200, {"running_resources": 3})

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from genisys.metrics import ReplicaMetrics, consul_op, direction
 from genisys.plan import Desired, Observed
-from genisys.reconciler import service_states
+from genisys.engine.reconciler import service_states
 from tests.connector_helpers import ConnectorProcess, unique
 from tests.support import ROOT, wait_until
 
@@ -151,7 +151,13 @@ def test_service_states_count_failing_converged_and_paused_services():
                         errors={("api", "b"): "b did not answer in time."})
     managed = {"web", "api", "db", "catalog-only"}
     assert service_states(desired, managed, observed) == {
-        "managed": 4, "failing": 1, "converged": 1, "paused": 1}
+        "managed": 4, "failing": 1, "converged": 1, "paused": 1, "short": 0}
+
+
+def test_service_states_count_services_whose_placement_is_short_of_their_total():
+    desired = Desired(computes={"a": "http://a"}, totals={"web": 5, "api": 2},
+                      placements={"web": {"a": 3}, "api": {"a": 2}})
+    assert service_states(desired, {"web", "api"}, Observed())["short"] == 1
 
 
 def test_orders_go_up_or_down():

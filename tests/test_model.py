@@ -10,6 +10,7 @@ from genisys.model import (
     validate_number,
     validate_url,
 )
+from genisys.placement import ComputeSpec
 
 
 @pytest.mark.parametrize("name", ["a", "local", "web-1", "my_service.v2", "A" * 64, "9lives"])
@@ -64,6 +65,8 @@ def test_invalid_connector_urls(url):
 def test_compute_round_trip():
     compute = Compute.from_dict({"name": "local", "connector": "http://localhost:7051"})
     assert compute.to_dict() == {"name": "local", "connector": "http://localhost:7051"}
+    assert compute.public_dict() == {"name": "local", "connector": "http://localhost:7051",
+                                     "weight": 1, "max": None, "priority": 0}
 
 
 def test_international_host_names_are_idna_encoded():
@@ -96,3 +99,32 @@ def test_a_stored_compute_keeps_its_deletion_mark_and_the_api_form_refuses_it():
     assert Compute.from_stored(stored).to_dict() == stored
     with pytest.raises(ValidationError, match="unknown field 'deleting'"):
         Compute.from_dict(stored)
+
+
+def test_a_compute_carries_weight_max_and_priority_into_its_spec():
+    compute = Compute.from_dict({"name": "c", "connector": "http://h:1", "weight": 3,
+                                 "max": "10", "priority": -1})
+    assert compute.spec == ComputeSpec(weight=3, max=10, priority=-1)
+    assert Compute.from_dict({"name": "c", "connector": "http://h:1"}).spec == ComputeSpec()
+    assert Compute.from_stored(compute.to_dict()) == compute
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("weight", -1, "weight must be >= 0, got -1."),
+    ("weight", False, "weight must be an integer >= 0, not a boolean."),
+    ("max", 2.5, "max must be an integer >= 0, got 2.5."),
+    ("max", 100_001, "max must be at most 100000, got 100001."),
+    ("priority", "high", "priority must be an integer >= -100000, got 'high'."),
+    ("priority", "-100001", "priority must be >= -100000, got '-100001'."),
+])
+def test_bad_placement_fields_are_refused_in_one_sentence(field, value, message):
+    with pytest.raises(ValidationError) as refused:
+        Compute.from_dict({"name": "c", "connector": "http://h:1", field: value})
+    assert str(refused.value) == message
+
+
+def test_a_priority_may_be_negative_and_a_number_may_not():
+    assert validate_number("-7", "priority", minimum=-100_000) == -7
+    assert validate_number(-7.0, "priority", minimum=-100_000) == -7
+    with pytest.raises(ValidationError, match="must be an integer >= 0"):
+        validate_number("-7")

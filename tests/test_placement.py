@@ -86,8 +86,10 @@ def test_spread_even_split_remainder_to_earliest(total, expected):
     assert list(result) == list(expected)
 
 
-def test_spread_ignores_current_distribution():
-    assert place(5, ABC, {"c": 5, "gone": 3}, strategy="spread") == {"a": 2, "b": 2, "c": 1}
+def test_spread_keeps_what_runs_and_adds_where_below_an_even_share():
+    assert place(5, ABC, {"c": 5, "gone": 3}, strategy="spread") == {"c": 5}
+    assert place(9, ABC, {"c": 5, "gone": 3}, strategy="spread") == {"a": 2, "b": 2, "c": 5}
+    assert place(3, ABC, {"a": 2, "b": 2, "c": 5}, strategy="spread") == {"a": 1, "b": 1, "c": 1}
 
 
 # --- deleted computes, zero, errors -----------------------------------------
@@ -147,7 +149,7 @@ def test_placement_total():
 
 
 def test_strategies_constant():
-    assert STRATEGIES == ("first", "spread")
+    assert STRATEGIES == ("first", "spread", "weighted", "priority")
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

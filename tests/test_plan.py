@@ -1,6 +1,13 @@
 """The reconciler's pure decisions."""
 
-from genisys.plan import Desired, Observed, ScaleOrder, placements_to_fix, scale_orders
+from genisys.plan import (
+    Desired,
+    Observed,
+    ScaleOrder,
+    decide,
+    placements_to_fix,
+    scale_orders,
+)
 
 COMPUTES = {"a": "http://a:1", "b": "http://b:1"}
 
@@ -57,3 +64,30 @@ def test_planning_again_after_acting_orders_nothing():
     for order in scale_orders(desired, observed):
         observed.counts[order.service, order.compute] = order.number
     assert scale_orders(desired, observed) == []
+
+
+def test_an_order_in_progress_towards_the_placement_is_awaited_not_sent_again():
+    desired = Desired(COMPUTES, {"web": 3}, {"web": {"a": 3}})
+    in_progress = Observed({("web", "a"): 1, ("web", "b"): 0}, targets={("web", "a"): 3})
+    assert scale_orders(desired, in_progress) == []
+    # Working towards another number (the placement moved on): ordered at once.
+    moved = Observed({("web", "a"): 1, ("web", "b"): 0}, targets={("web", "a"): 5})
+    assert scale_orders(desired, moved) == [ScaleOrder("web", "a", 3, 1)]
+    # At the placed count but still working away from it (x=3 then x=0): ordered.
+    back = Desired(COMPUTES, {"web": 0}, {"web": {}})
+    assert scale_orders(back, Observed({("web", "a"): 0}, targets={("web", "a"): 3})) == [
+        ScaleOrder("web", "a", 0, 0)]
+
+
+def test_decide_returns_the_orders_and_one_sentence_saying_why():
+    desired = Desired(COMPUTES, {"web": 3, "api": 1}, {"web": {"a": 3}, "api": {"b": 1}},
+                      paused=frozenset({"api"}))
+    observed = Observed({("web", "a"): 1, ("api", "b"): 0})
+    decision = decide(desired, observed)
+    assert decision.orders == [ScaleOrder("web", "a", 3, 1)]
+    assert decision.sentence == "1 order(s): web on a: placement 3, observed 1"
+    waiting = decide(desired, Observed({("web", "a"): 1, ("api", "b"): 0},
+                                       targets={("web", "a"): 3}))
+    assert waiting.orders == []
+    assert waiting.sentence == ("no order for 2 service(s) observed; awaiting orders in "
+                                "progress: web on a to 3; paused: api")

@@ -1,7 +1,13 @@
 """GET/POST /compute and GET/PUT/DELETE /compute/{name}."""
 
 from genisys.api.base import ApiError, JsonHandler
-from genisys.model import Compute, ValidationError, check_fields, validate_name
+from genisys.model import (
+    PLACEMENT_FIELDS,
+    Compute,
+    ValidationError,
+    check_fields,
+    validate_name,
+)
 
 
 class ComputesHandler(JsonHandler):
@@ -27,7 +33,7 @@ class ComputeHandler(JsonHandler):
     async def put(self, name):
         validate_name(name)
         body = self.json_body()
-        check_fields(body, ("connector",), ("name", "token"))
+        check_fields(body, ("connector",), ("name", "token") + PLACEMENT_FIELDS)
         if body.setdefault("name", name) != name:
             raise ValidationError(f"the body names compute {body['name']!r:.80} but the path "
                                   f"names {name!r}.")

@@ -4,6 +4,7 @@ pause and resume."""
 from genisys import scaling
 from genisys.api.base import ApiError, JsonHandler
 from genisys.model import ValidationError, check_fields, validate_name, validate_number
+from genisys.placement import placement_total
 from genisys.plan import dry_run_orders
 
 DELETE_NEXT = ("the leader scales it to 0 on every compute, then forgets its total, "
@@ -31,7 +32,8 @@ class ScaleHandler(JsonHandler):
                                             strategy, if_index)
         except scaling.Stale as exc:
             raise ApiError(412, str(exc)) from None
-        self.send(202, {"service": service, "desired": number, "placement": placement})
+        self.send(202, {"service": service, "desired": number, "placement": placement,
+                        **shortfall(number, placement, strategy)})
 
     async def _dry_run(self, service: str, number: int, compute: str | None,
                        strategy: str) -> None:
@@ -40,6 +42,7 @@ class ScaleHandler(JsonHandler):
         status = (await store.statuses(service)).get(service, {})
         computes = [c.name for c in await store.list_computes()]
         self.send(200, {"service": service, "desired": number, "placement": planned.placement,
+                        **shortfall(number, planned.placement, strategy),
                         "orders": dry_run_orders(planned.placement, computes,
                                                  status.get("observed") or {}),
                         "index": planned.seen.index})
@@ -57,11 +60,30 @@ class ScaleHandler(JsonHandler):
         return int(raw)
 
 
+def shortfall(number: int, placement: dict[str, int], strategy: str) -> dict:
+    """When some of `number` do not fit, the scale answer's `shortfall` (how many the
+    placement does not hold) and a `note` saying so; else nothing."""
+    missing = number - placement_total(placement)
+    if missing <= 0:
+        return {}
+    return {"shortfall": missing,
+            "note": f"{missing} of {number} do not fit: every compute the {strategy} strategy "
+                    "may use is at its max; the leader places them when room appears (a "
+                    "higher max or a new compute)."}
+
+
+def with_shortfall(record: dict) -> dict:
+    """A service record with how many of its total its placement does not hold."""
+    record["shortfall"] = max(0, (record["desired"] or 0) - placement_total(record["placement"]))
+    return record
+
+
 class ServicesHandler(JsonHandler):
     roles = {"GET": "read"}
 
     async def get(self):
-        self.send(200, await self.context.store.service_records())
+        records = await self.context.store.service_records()
+        self.send(200, {name: with_shortfall(record) for name, record in records.items()})
 
 
 async def known_record(context, service: str) -> dict:
@@ -71,7 +93,7 @@ async def known_record(context, service: str) -> dict:
     if record is None:
         raise ApiError(404, f"service {service!r} is not known: it has no desired total, "
                             "placement or observed status.")
-    return record
+    return with_shortfall(record)
 
 
 class ServiceHandler(JsonHandler):

@@ -3,7 +3,8 @@
 A backend says how to validate a service definition, scale a service and count its
 instances. The kit does the rest: HTTP and its one error shape (with the server limits
 of genisys.httpserver), the service definitions, one scale order at a time per service
-(services in parallel; a newer order replaces the one in progress), a maximum number of
+(services in parallel; a newer order replaces the one in progress, whose number the
+status answer names as `target` meanwhile), a maximum number of
 instances, the term fence, a required token (--token-file), HTTPS (--tls-cert), the
 command line, logging and a graceful stop. A connector is then one short file:
 
@@ -141,6 +142,7 @@ class Connector:
         self._locks: dict[str, asyncio.Lock] = {}
         self._newest: dict[str, asyncio.Task] = {}  # the order in progress, per service
         self._replaced: dict[asyncio.Task, int] = {}  # cancelled orders: the newer number
+        self._targets: dict[str, int] = {}  # the number of the order in progress, per service
         self.state: StateFile | None = None  # --state-file: saved on every change
         self.metrics = KitMetrics(backend.name)
         self.metrics.watch_definitions(lambda: len(self.definitions))
@@ -208,6 +210,7 @@ class Connector:
         order = asyncio.create_task(self._carry_out(name, number, term))
         previous = self._newest.get(name)
         self._newest[name] = order
+        self._targets[name] = number
         if previous is not None and not previous.done():
             self._replaced[previous] = number
             previous.cancel()
@@ -223,6 +226,7 @@ class Connector:
             self._replaced.pop(order, None)
             if self._newest.get(name) is order:
                 del self._newest[name]
+                del self._targets[name]
 
     async def _carry_out(self, name: str, number: int, term: int | None) -> int:
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -270,6 +274,10 @@ class Connector:
 
     async def status(self, name: str) -> int:
         return await self._count(self.get(name))
+
+    def target(self, name: str) -> int | None:
+        """The number the order in progress for `name` works towards; None when none is."""
+        return self._targets.get(name)
 
     async def status_all(self) -> dict[str, int]:
         if not self.backend.bulk_status:
@@ -501,7 +509,11 @@ class ScaleHandler(Handler):
 
 class StatusHandler(Handler):
     async def get(self, name: str) -> None:
-        self.write({"running_resources": await self.connector.status(name)})
+        answer = {"running_resources": await self.connector.status(name)}
+        target = self.connector.target(name)
+        if target is not None:  # the protocol's extension: an order still in progress
+            answer["target"] = target
+        self.write(answer)
 
 
 def _log_request(handler: Handler) -> None:

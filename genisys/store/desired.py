@@ -153,6 +153,7 @@ class DesiredState:
                 "observed": observed.get("observed", {}),
                 "errors": observed.get("errors", {}),
                 "warnings": observed.get("warnings", {}),
+                "in_progress": observed.get("in_progress", {}),
                 "observed_at": observed.get("observed_at"),
                 "paused": bool(flags.get("paused")),
                 "state": "deleting" if flags.get("deleting") else "active",

@@ -1,0 +1,381 @@
+"""The leader's work, lead(term): compute workers, change subscriptions, service-level work.
+
+While leading, the Reconciler subscribes to the store's change notifications and runs
+one ComputeWorker per defined compute (genisys.engine.workers: each compute's own queue,
+calls, timeouts and re-observations). A change of a service's desired state enqueues
+that service's name on every worker; a change of the compute registry starts and stops
+workers. When the term ends, everything stops and the subscription goes: followers do
+no reconcile bookkeeping.
+
+The service-level work never waits for a connector: it only reads the local views and
+writes to Consul.
+- Placement fixes (a total written by another tool, a compute deleted): per service,
+  one check-and-set each; a lost one re-queues THAT service (metric
+  genisys_reconcile_requeues_total{reason="conflict"}), never a full pass.
+- Recording: status records of the services whose observation changed (only those that
+  differ from what this leader wrote), with the order history, batched.
+- Forgetting deleted services once every compute reports 0.
+- A full pass every poll_interval, the safety net: every placement, orphans, retired
+  connectors (genisys.retirement, in the background), the genisys_services gauges, and
+  `last_cycle` for /health.
+
+Seams for placement (issue 13):
+- `decide(desired, observed)` is where the orders of a service are decided: velocity
+  limits clamp them there (self.observations and self.history hold what they need).
+- `placements(desired)` is where placements are fixed: failover excludes the computes
+  whose worker has been failing (`self.workers[name].failing_since`) there.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from genisys.connector import ConnectorClient
+from genisys.engine.calls import ComputeCalls
+from genisys.engine.observations import Observations
+from genisys.engine.workers import ComputeWorker
+from genisys.model import NAME_PATTERN, Compute
+from genisys.placement import placement_total
+from genisys.plan import (
+    Decision,
+    Desired,
+    Observed,
+    decide,
+    finished_deletes,
+    new_histories,
+    orphans,
+    placements_to_fix,
+)
+from genisys.retirement import Retirement
+from genisys.store import ConsulError, ConsulStore, ConsulUnavailable
+
+log = logging.getLogger(__name__)
+
+# The order history kept per service, newest first (README "Order history").
+HISTORY_LENGTH = 50
+# Only bench/reconcile.py sets this, to measure what the history costs.
+RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
+# Placement fixes written at once (one small transaction each).
+PLACEMENT_WRITES = 16
+# A lost check-and-set or a failed write is tried again after this.
+RETRY_DELAY = 0.1
+# The fields of a status record compared to decide whether to write it again.
+STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress")
+
+
+class Reconciler:
+    def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
+                 concurrency: int, service_prefix: str, strategy: str):
+        self.store = store
+        self.client = client
+        self.poll_interval = poll_interval
+        self.concurrency = concurrency
+        self.service_prefix = service_prefix
+        self.strategy = strategy
+        self.retirement = Retirement(store, client, concurrency)
+        self.metrics = store.metrics
+        self.last_cycle: dict | None = None  # for /health: the last full pass
+        self.workers: dict[str, ComputeWorker] = {}
+        self.term = None
+        self.managed: set[str] = set()  # as of the last full pass
+        self.observations = Observations(self._wake_up)
+        # What this leader last wrote to each status key (STATUS_FIELDS): only changes
+        # are written. Each service's order history as stored (read when a term starts).
+        self._recorded: dict[str, dict] = {}
+        self.history: dict[str, list[dict]] = {}
+        self._to_place: set[str] = set()
+        self._computes_changed = False
+        self._retry_at: float | None = None
+        self._runs: dict[str, asyncio.Task] = {}  # each worker's run()
+        self._draining: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    # -- notifications (on the event loop, no I/O) -----------------------------------------
+
+    def _changed(self, services: set[str]) -> None:
+        services = {s for s in services if NAME_PATTERN.fullmatch(s)}
+        self._to_place |= services
+        for worker in self.workers.values():
+            worker.enqueue(services)
+        self._wake.set()
+
+    def _registry_changed(self) -> None:
+        self._computes_changed = True
+        self._wake.set()
+
+    # -- the term ------------------------------------------------------------------------
+
+    async def lead(self, term) -> None:
+        """Reconcile until cancelled (the election cancels it when leadership ends)."""
+        log.info("reconciling as leader (term %s): a worker per compute, full pass every %gs",
+                 term.number, self.poll_interval)
+        self.term = term
+        self.observations = Observations(self._wake_up)
+        self._recorded, self.history, self._to_place = {}, {}, set()
+        self._retry_at = None
+        unsubscribe = self.store.subscribe(self._changed, self._registry_changed)
+        try:
+            await self._run(term)
+        finally:
+            unsubscribe()
+            await self._stop_workers(set(self._runs))
+            if self._draining is not None:
+                self._draining.cancel()
+            self.term = None
+
+    async def _run(self, term) -> None:
+        reason = "start"
+        next_full = time.monotonic()
+        while True:
+            self._wake.clear()
+            if self._computes_changed:
+                self._computes_changed, reason = False, reason or "computes"
+            if reason is None and time.monotonic() >= next_full:
+                reason = "poll"
+            if reason is not None:
+                ok = await self._full_pass(term, reason)
+                if ok:  # after the pass: the workers need the managed services
+                    await self._sync_workers()
+                reason = None if ok else "retry"
+                next_full = time.monotonic() + (self.poll_interval if ok
+                                                else min(1.0, self.poll_interval))
+            elif self._to_place and (self._retry_at is None
+                                     or time.monotonic() >= self._retry_at):
+                self._retry_at = None
+                services, self._to_place = self._to_place, set()
+                await self._place(term, services)
+            await self._record(term)
+            wake_at = next_full if self._retry_at is None else min(next_full, self._retry_at)
+            try:
+                async with asyncio.timeout(max(0.0, wake_at - time.monotonic())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def _sync_workers(self) -> None:
+        """One worker per defined compute; a compute redefined (URL, token) gets a new one."""
+        computes = {c.name: c for c in await self.store.list_computes()}
+        gone = {name for name, worker in self.workers.items()
+                if name not in computes or _reached(computes[name]) != _reached(worker.compute)}
+        await self._stop_workers(gone)
+        for name in gone - computes.keys():
+            self.observations.forget_compute(name)
+        for name, compute in computes.items():
+            if name not in self.workers:
+                self._start_worker(compute)
+
+    def _start_worker(self, compute: Compute) -> None:
+        calls = ComputeCalls(self.client, compute.name, compute.connector, compute.token,
+                             self.concurrency, self.metrics)
+        worker = self.workers[compute.name] = ComputeWorker(compute, calls, self)
+        self._runs[compute.name] = asyncio.create_task(worker.run(),
+                                                       name=f"worker-{compute.name}")
+
+    async def _stop_workers(self, names: set[str]) -> None:
+        runs = [self._runs.pop(name) for name in names if name in self._runs]
+        for name in names:
+            self.workers.pop(name, None)
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+
+    # -- what the workers ask ----------------------------------------------------------------
+
+    def desired(self, services: set[str]) -> Desired:
+        """The desired state of `services`, read whole from the local views; a service
+        whose placement is being fixed is left out (its fix brings it back)."""
+        desired, _ = self.store.desired_snapshot(services)
+        unsettled = self.placements(desired)
+        if not unsettled:
+            return desired
+        return replace(desired, totals={s: n for s, n in desired.totals.items()
+                                        if s not in unsettled})
+
+    def decide(self, desired: Desired, observed: Observed) -> Decision:
+        """The orders for `observed` (seam: velocity limits clamp them here)."""
+        return decide(desired, observed)
+
+    def placements(self, desired: Desired) -> dict[str, dict[str, int]]:
+        """The placements to write (seam: failover excludes dead computes here)."""
+        return {service: placement for service, placement
+                in placements_to_fix(desired, self.strategy).items()
+                if placement != desired.placements.get(service)}
+
+    # -- service-level work ------------------------------------------------------------------
+
+    async def _place(self, term, services: set[str] | None) -> None:
+        """Write the placement fixes of `services` (None: all), one check-and-set each."""
+        try:
+            desired, indexes = self.store.desired_snapshot(services)
+        except (ConsulUnavailable, ConsulError):
+            self._again(services or set(), "unavailable")
+            return
+        fixes = self.placements(desired)
+        limit = asyncio.Semaphore(PLACEMENT_WRITES)
+
+        async def write(service: str, placement: dict[str, int]) -> None:
+            async with limit:
+                if not term.valid():
+                    return
+                try:
+                    written = await self.store.leader_write(
+                        term.session, {service: (placement, *indexes[service])}, {})
+                except (ConsulUnavailable, ConsulError) as exc:
+                    log.warning("cannot place %s: %s; trying again", service, exc)
+                    self._again({service}, "unavailable")
+                    return
+            if written:
+                log.info("placing %s: desired total %d, placement %s (was %s)", service,
+                         desired.totals[service], _describe(placement),
+                         _describe(desired.placements.get(service, {})),
+                         extra={"service": service, "term": term.number})
+            else:  # another writer changed it since the view was read: read it again
+                log.debug("placing %s lost its check-and-set: trying again", service)
+                self._again({service}, "conflict")
+
+        await asyncio.gather(*(write(s, p) for s, p in fixes.items()))
+
+    def _again(self, services: set[str], reason: str) -> None:
+        for _ in services:
+            self.metrics.requeue(reason)
+        self._to_place |= services
+        self._retry_at = time.monotonic() + RETRY_DELAY
+
+    async def _record(self, term) -> None:
+        """Write the status records (and histories) of the services whose observation
+        changed; forget those deleted that every compute now reports at 0."""
+        services, events = self.observations.take_dirty()
+        if not services:
+            return
+        try:
+            desired, indexes = self.store.desired_snapshot(services)
+            records = {}
+            for service in services:
+                if service not in desired.totals and service not in self.managed:
+                    continue
+                status = self.observations.status(service, desired.computes)
+                if self._recorded.get(service) != status:
+                    records[service] = status
+            histories = new_histories(self.history, events, HISTORY_LENGTH) \
+                if RECORD_HISTORY else {}
+            now = _now()
+            if not term.valid() or not await self.store.leader_write(
+                    term.session, {}, {s: {**r, "observed_at": now} for s, r in records.items()},
+                    histories):
+                raise ConsulError("the leader's status write was refused")
+        except (ConsulUnavailable, ConsulError) as exc:
+            log.warning("cannot record the status of %d services, trying again: %s",
+                        len(services), exc)
+            self.observations.dirty |= services
+            self.observations.events[:0] = events
+            await asyncio.sleep(min(1.0, self.poll_interval))
+            self._wake.set()
+            return
+        self._recorded.update(records)
+        self.history.update(histories)
+        await self._forget_deleted(term, desired, indexes)
+
+    async def _forget_deleted(self, term, desired: Desired,
+                              indexes: dict[str, tuple[int, int]]) -> None:
+        observed = Observed(self.observations.counts)
+        for service in finished_deletes(desired, observed):
+            if term.valid() and await self.store.forget_service(term.session, service,
+                                                                indexes[service][0]):
+                log.info("service %s is at 0 on every compute: forgotten", service,
+                         extra={"service": service, "term": term.number})
+                self._forgotten({service})
+
+    def _forgotten(self, services: set[str]) -> None:
+        for service in services:
+            self._recorded.pop(service, None)
+            self.history.pop(service, None)
+        self.managed -= services
+        self.observations.forget(services)
+
+    async def _full_pass(self, term, reason: str) -> bool:
+        """The safety net over every service; False when it could not run."""
+        started = time.monotonic()
+        self.metrics.full_cycle(reason)
+        try:
+            desired, indexes = self.store.desired_snapshot()
+            if reason == "start":  # a new term goes on from what Consul holds
+                self._recorded = {
+                    service: {f: status.get(f, {}) for f in STATUS_FIELDS}
+                    for service, status in (await self.store.statuses()).items()}
+                self.history = await self.store.events()
+            managed = set(desired.totals)
+            if self.service_prefix:
+                managed |= set(await self.store.catalog_services(self.service_prefix))
+            self.managed = managed
+            await self._place(term, None)
+            await self._forget_deleted(term, desired, indexes)
+            if term.valid():
+                known = await self.store.known_services()
+                forgotten = await self.store.forget_orphans(
+                    term.session, orphans(known, desired, managed))
+                for service in forgotten:
+                    log.info("service %s has no desired total any more: its status and "
+                             "history are forgotten", service)
+                self._forgotten(forgotten)
+            if self._draining is None or self._draining.done():
+                # Connectors that left the registry: stop what runs there.
+                self._draining = asyncio.create_task(self.retirement.drain(term, managed))
+            observed = Observed(self.observations.counts, self.observations.errors)
+            self.metrics.count_services(service_states(desired, managed, observed))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the loop must survive anything a pass meets
+            if isinstance(exc, (ConsulUnavailable, ConsulError)):
+                log.warning("full reconcile pass skipped, the next one will retry: %s", exc)
+            else:
+                log.exception("full reconcile pass failed, the next one will retry")
+            self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
+            self.metrics.reconciled(False, time.monotonic() - started)
+            return False
+        took = time.monotonic() - started
+        self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3),
+                           "computes": {name: worker.last_observation
+                                        for name, worker in self.workers.items()}}
+        self.metrics.reconciled(True, took)
+        failing = {service for service, _ in self.observations.errors}
+        log.info("full pass (%s): %d services on %d computes, %d with errors (%.0f ms)",
+                 reason, len(managed), len(desired.computes), len(failing & managed),
+                 took * 1000)
+        return True
+
+
+def service_states(desired: Desired, managed: set[str], observed: Observed) -> dict[str, int]:
+    """How many managed services are in each state, for genisys_services: failing (an
+    error on some compute), converged (a desired total, and every compute runs what the
+    placement gives it), paused, short (the placement holds less than the total: the
+    computes' max leave no room)."""
+    failing = {service for service, _ in observed.errors if service in managed}
+    converged = sum(
+        1 for service in desired.totals.keys() & managed - failing
+        if all(observed.counts.get((service, c)) == desired.placements.get(service, {}).get(c, 0)
+               for c in desired.computes))
+    short = sum(1 for service in desired.totals.keys() & managed
+                if placement_total(desired.placements.get(service, {})) < desired.totals[service])
+    return {"managed": len(managed), "failing": len(failing), "converged": converged,
+            "paused": len(desired.paused & managed), "short": short}
+
+
+def _reached(compute: Compute) -> tuple[str, str | None]:
+    """What a worker's calls depend on."""
+    return compute.connector, compute.token
+
+
+def _describe(placement: dict[str, int]) -> str:
+    return ", ".join(f"{c}={n}" for c, n in placement.items()) or "none"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
