@@ -292,7 +292,8 @@ def wasted_cycles(bench: Bench, before: dict, after: dict, logged: int, requests
                           f"kind meanwhile, genisys_reconcile_total); {inferred}",
                   "0 (counted)", None)
         return
-    shown = ", ".join(f"{k} +{v:g}" for k, v in sorted(counters.items()))
+    shown = ", ".join(f"{k} +{v:g}" for k, v in sorted(counters.items()) if v) or \
+        "no full cycle or requeue counted"
     full = {k: v for k, v in counters.items() if "full" in k.split("{")[0]}
     wasted = sum(v for k, v in full.items()
                  if not re.search(r'reason="[^"]*(poll|period|interval|timer|start)', k))

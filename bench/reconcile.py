@@ -394,8 +394,8 @@ def memory_part(args, consul: ConsulAgent, workdir: Path) -> dict:
         # peak and report its time; the next one is at most poll_interval away.
         full = None
         wait_full = time.monotonic() + 20
-        idle_cycle = re.compile(rf"full cycle: {count} services on 1 computes, 0 with errors, "
-                                r"0 orders \((\d+) ms\)")
+        idle_cycle = re.compile(rf"full pass \(poll\): {count} services on 1 computes, "
+                                r"0 with errors \((\d+) ms\)")
         while time.monotonic() < wait_full:
             cycles = idle_cycle.findall(replica.log())
             if cycles:
