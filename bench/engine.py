@@ -240,9 +240,12 @@ def latency_part(bench: Bench) -> None:
                   p50 <= LATENCY_P50 and p99 <= LATENCY_P99)
     wasted_cycles(bench, before, after, cycles_logged, len(samples), window)
 
-    previous, background = (percentile(samples, 0.5) if samples else None), {}
+    previous, background, stuck = (percentile(samples, 0.5) if samples else None), {}, None
     for others in args.services:
         label = f"scale latency with {others:,} other services"
+        if stuck:  # every row of the table is printed, measured or not
+            bench.row(label, f"not measured: {stuck}", f"p50 <= {LOADED_P50:g} ms", None)
+            continue
         try:
             more = {f"bg-{i:06d}": 1 for i in range(len(background), others)}
             background.update(more)
@@ -253,8 +256,9 @@ def latency_part(bench: Bench) -> None:
             print(f"    {others:,} other services written and running after "
                   f"{time.monotonic() - started:.1f} s", flush=True)
         except TimedOut as exc:
-            bench.row(label, not_converged(exc), f"p50 <= {LOADED_P50:g} ms", None)
-            break
+            stuck = not_converged(exc)
+            bench.row(label, stuck, f"p50 <= {LOADED_P50:g} ms", None)
+            continue
         load = OtherLoad([bench.consul.pid, connector.pid, *(r.pid for r in replicas)])
         samples = measure_row(f"lat{others}", args.background_requests)
         if not samples:
@@ -365,15 +369,19 @@ def throughput_part(bench: Bench) -> None:
         replica, = bench.replicas(1, prefix, {"connector": {"poll_interval": "60s"}})
         add_compute(replica, "local", connector.url)
         wait_until(replica.leads, 30, "the replica to lead")
-        first, stored = None, 0
+        first, stored, stuck = None, 0, None
         for size in args.stored:
             label = (f"POST /compute with {size:,} computes stored" if what == "computes"
                      else f"POST /service/<s>/scale with {size:,} services stored")
+            if stuck:
+                bench.row(label, f"not measured: {stuck}", f">= {THROUGHPUT:g} req/s", None)
+                continue
             try:
                 stored = store(bench, replica, connector, prefix, what, stored, size)
             except TimedOut as exc:
-                bench.row(label, not_converged(exc), f">= {THROUGHPUT:g} req/s", None)
-                break
+                stuck = not_converged(exc)
+                bench.row(label, stuck, f">= {THROUGHPUT:g} req/s", None)
+                continue
             load = OtherLoad([bench.consul.pid, connector.pid, replica.pid])
             result = post_load(tool, replica, what, args, f"{what[0]}{size}")
             share = f"; {result.rps / first:.0%} of the first row" if first else ""
