@@ -335,6 +335,12 @@ def converged_on_connector(connector: CountingConnector, totals: dict[str, int])
     return sum(1 for s, n in totals.items() if counts.get(s) == n)
 
 
+def full_observation(replica) -> dict | None:
+    """The leader's worker for compute `local`: its last full observation (at, seconds)."""
+    cycle = replica.request("GET", "/health").json().get("last_cycle") or {}
+    return (cycle.get("computes") or {}).get("local")
+
+
 def converged_in_status(consul: ConsulAgent, prefix: str, totals: dict[str, int]) -> int:
     """Services whose status record in Consul says observed == desired."""
     done = 0
@@ -390,17 +396,18 @@ def memory_part(args, consul: ConsulAgent, workdir: Path) -> dict:
         cpu_used = cpu_seconds(pid) - cpu_before
         others_cpus = load.cpus()
         after_convergence = memory_mb(pid)
-        # A full cycle over all the services once converged (no orders), to include its
+        # The compute worker's next full observation of all the services once converged
+        # (no orders; GET /health says when it completed and what it took), to include its
         # peak and report its time; the next one is at most poll_interval away.
         full = None
         wait_full = time.monotonic() + 20
-        idle_cycle = re.compile(rf"full pass \(poll\): {count} services on 1 computes, "
-                                r"0 with errors \((\d+) ms\)")
+        seen = full_observation(replica)
         while time.monotonic() < wait_full:
-            cycles = idle_cycle.findall(replica.log())
-            if cycles:
-                full = int(cycles[-1])
+            latest = full_observation(replica)
+            if latest and seen and latest["at"] != seen["at"]:
+                full = int(1000 * latest["seconds"])
                 break
+            seen = seen or latest
             time.sleep(0.25)
         peak = memory_mb(pid)
         received = len(re.findall(r" scale svc-\d+ from ", connector.log()))

@@ -15,6 +15,7 @@ from genisys.auth import Authenticator
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, consul_answers
+from genisys.failover import policy as failover_policy
 from genisys.httpserver import LimitedHTTPServer, raise_fd_limit, tls_context
 from genisys.leader import LeaderElection
 from genisys.model import Compute, ValidationError
@@ -110,6 +111,8 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
 
     store = ConsulStore.from_config(config.consul)
     store.start()
+    # Serve once reads can come from memory (a Consul that is down delays this no longer).
+    await store.wait_synced(config.consul.timeout)
     permissions = PermissionWatch(store)
     permissions.start()
     context = Context(config=config, store=store, replica_id=config.replica_id,
@@ -149,7 +152,9 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
     reconciler = Reconciler(store, connectors, poll_interval=config.connector.poll_interval,
                             concurrency=config.connector.concurrency,
                             service_prefix=config.consul.service_prefix,
-                            strategy=config.placement.strategy)
+                            strategy=config.placement.strategy,
+                            failover=failover_policy(config.placement),
+                            velocity=config.velocity.limits)
     # The reconciliation loop is the leader's work: LeaderElection runs it while this
     # replica leads and cancels it the moment it stops.
     election = LeaderElection(store, context.replica_id, advertised_address(config),

@@ -205,9 +205,11 @@ def scale(api: Api, args) -> int:
                       else {"If-Match": args.check_index})
     changed = before is None or ((before["desired"], before["placement"])
                                  != (answer["desired"], answer["placement"]))
-    emit(args, answer, f"{answer['service']}: desired {answer['desired']}, placement "
-                       f"{counts(answer['placement']) or '-'}"
-                       f"{'' if changed else ' (unchanged)'}")
+    text = (f"{answer['service']}: desired {answer['desired']}, placement "
+            f"{counts(answer['placement']) or '-'}{'' if changed else ' (unchanged)'}")
+    if "note" in answer:  # some of the total do not fit
+        text += "\n" + answer["note"]
+    emit(args, answer, text)
     return CHANGED if changed else NO_CHANGE
 
 
@@ -215,6 +217,8 @@ def dry_run(api: Api, args, path: str, body: dict) -> int:
     answer = api.call("POST", path + "?dry_run=1", body)
     lines = [f"{answer['service']}: desired {answer['desired']}, placement "
              f"{counts(answer['placement']) or '-'}, index {answer['index']}"]
+    if "note" in answer:  # some of the total do not fit
+        lines.append(answer["note"])
     if answer["orders"]:
         lines.append(table(["COMPUTE", "FROM", "TO"],
                            [[o["compute"], o["from"], o["to"]] for o in answer["orders"]]))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from genisys.placement import STRATEGIES
+from genisys.velocity import MAX_COOLDOWN, Limits
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,22 @@ class ConnectorSection:
 @dataclass(frozen=True)
 class PlacementSection:
     strategy: str = "first"
+    # Failover of a dead compute's share (genisys/failover.py); 0: off.
+    failover_after: float = 0.0
+    failback_after: float | None = None  # None: as failover_after
+    failback_step: int = 1  # instances per service moved back at a time
+
+
+@dataclass(frozen=True)
+class VelocitySection:
+    """Every service's velocity limits unless it has its own (README "Velocity limits")."""
+    max_step: int = 0  # 0: no limit
+    up_cooldown: float = 0.0
+    down_cooldown: float = 0.0
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_step or None, self.up_cooldown, self.down_cooldown)
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,7 @@ class Config:
     connector: ConnectorSection = ConnectorSection()
     placement: PlacementSection = PlacementSection()
     leader: LeaderSection = LeaderSection()
+    velocity: VelocitySection = VelocitySection()
 
     @cached_property  # the default is random: one value per configuration
     def replica_id(self) -> str:
@@ -92,7 +110,9 @@ def default_replica_id(port: int) -> str:
 
 # Keys whose value is a duration in seconds; "15s", "500ms", "2m" or a plain number.
 DURATION_KEYS = {"consul.timeout", "connector.poll_interval", "connector.timeout",
-                 "leader.lock_delay", "leader.check_ttl", "genisys.http_timeout"}
+                 "leader.lock_delay", "leader.check_ttl", "genisys.http_timeout",
+                 "placement.failover_after", "placement.failback_after",
+                 "velocity.up_cooldown", "velocity.down_cooldown"}
 PORT_KEYS = {"genisys.port", "consul.port"}
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -239,6 +259,8 @@ def _check(config: Config, source: str) -> None:
     if config.placement.strategy not in STRATEGIES:
         raise ConfigError(f"{source}: placement.strategy: {config.placement.strategy!r} is not "
                           f"one of {', '.join(STRATEGIES)}")
+    if config.placement.failback_step < 1:
+        raise ConfigError(f"{source}: placement.failback_step must be at least 1")
     if config.consul.scheme not in ("http", "https"):
         raise ConfigError(f"{source}: consul.scheme must be http or https")
     for key in ("key_prefix", "resources_key_prefix"):
@@ -260,3 +282,6 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: genisys.http_timeout must be > 0")
     if config.leader.check_ttl < 1:
         raise ConfigError(f"{source}: leader.check_ttl must be at least 1s")
+    for key in ("up_cooldown", "down_cooldown"):
+        if getattr(config.velocity, key) > MAX_COOLDOWN:
+            raise ConfigError(f"{source}: velocity.{key} must be at most 24h")

@@ -59,11 +59,11 @@ def _room(counts: dict[str, int], specs: Mapping[str, ComputeSpec], compute: str
 
 def apportion(number: int, weights: dict[str, int], caps: Mapping[str, int | None],
               offset: int) -> dict[str, int]:
-    """Split `number` in proportion to `weights`, none over its cap (largest remainder
-    with the capped ones filled first). Each gets the floor or ceiling of its quota; the
-    ceilings go by systematic rounding from `offset`: across offsets spread evenly, each
-    gets its ceiling as often as its fraction says, so remainders favour no name and no
-    small weight is starved. Less than `number` when the caps do not allow it."""
+    """Split `number` in proportion to `weights` by largest remainder, none over its cap
+    (a compute whose quota reaches its cap gets the cap, the others split the rest). Each
+    gets the floor or the ceiling of its quota, the ceilings to the largest remainders;
+    equal remainders in the order of `weights` rotated by `offset`, so that no name is
+    always first. Less than `number` when the caps do not allow it."""
     result = dict.fromkeys(weights, 0)
     active = [c for c, w in weights.items() if w > 0 and caps.get(c) != 0]
     while number > 0 and active:
@@ -76,15 +76,13 @@ def apportion(number: int, weights: dict[str, int], caps: Mapping[str, int | Non
                 number -= caps[c]
             active = [c for c in active if c not in full]
             continue
-        # Fractions laid end to end (scaled by total_weight); points at offset, offset +
-        # total_weight, ... each fall in one interval: that compute gets its ceiling.
-        start, point = 0, offset % total_weight
+        remainders = {}
         for c in active:
-            share, fraction = divmod(number * weights[c], total_weight)
-            extra = 1 if start <= point < start + fraction else 0
-            point += total_weight * extra
-            result[c] = share + extra
-            start += fraction
+            result[c], remainders[c] = divmod(number * weights[c], total_weight)
+        position = {c: (i - offset) % len(weights) for i, c in enumerate(weights)}
+        ranked = sorted(active, key=lambda c: (-remainders[c], position[c]))
+        for c in ranked[:number - sum(result[c] for c in active)]:
+            result[c] += 1
         break
     return {c: n for c, n in result.items() if n > 0}
 
@@ -157,7 +155,7 @@ def _strategy(strategy: str, computes: list[str], specs: Mapping[str, ComputeSpe
     if strategy == "priority":
         order = sorted(computes, key=lambda c: -specs.get(c, ComputeSpec()).priority)
         return _fill(order, specs), _empty(order[::-1])
-    # A stable hash of the service: each service rounds its remainders differently.
+    # A stable hash of the service: each service breaks remainder ties its own way.
     offset = zlib.crc32(service.encode())
     if strategy == "weighted":
         weights = {c: specs.get(c, ComputeSpec()).weight for c in computes}
@@ -175,7 +173,7 @@ def place(total: int, computes: list[str], current: dict[str, int],
     current: the service's current placement (may name computes that no longer exist, may be empty).
     compute: the compute named by the scale request, or None to let the strategy decide.
     specs: each compute's weight, max and priority (absent: ComputeSpec()).
-    service: the service's name (rounds remainders of `spread` and `weighted`).
+    service: the service's name (breaks remainder ties of `spread` and `weighted`).
     The result holds less than `total` when the computes' max do not allow more."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown placement strategy {strategy!r}, expected one of {STRATEGIES}")

@@ -154,6 +154,9 @@ def order_reason(desired: Desired, order: ScaleOrder) -> str:
     """Why the leader sends `order`, one sentence for the order history."""
     if order.service in desired.deleting:
         return f"service is being deleted, observed {order.observed}"
+    placed = desired.placements.get(order.service, {}).get(order.compute, 0)
+    if placed != order.number:  # cut short by the service's velocity limits
+        return f"placement {placed}, observed {order.observed}: a step of the velocity limits"
     return f"placement {order.number}, observed {order.observed}"
 
 

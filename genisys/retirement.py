@@ -2,7 +2,7 @@
 
 A connector leaves the registry when its compute is deleted or moved to another URL
 (genisys.store retires it in the same transaction). Genisys may have started instances
-there, so the leader keeps looking at it on every full cycle: it orders 0 for every
+there, so the leader keeps looking at it on every full pass: it orders 0 for every
 managed service that still runs there, and forgets the connector once it reports 0 for
 all of them (DESIGN: never forget an instance). Services Genisys does not manage are
 left alone: they are not Genisys's to stop.
@@ -47,7 +47,7 @@ class Retirement:
                                              "term": term.number})
                 await self.client.order(retired.connector, service, 0, term, retired.token)
             if running or not term.valid():
-                return  # look again next cycle: forget it only once it reports 0
+                return  # look again next pass: forget it only once it reports 0
             if await self.store.forget_retired(term.session, retired):
                 log.info("retired connector %s (was compute %s) runs none of the managed "
                          "services any more: forgotten", retired.connector, retired.compute)
@@ -59,7 +59,7 @@ class Retirement:
             if self._reported.get(retired.connector) != problem:
                 self._reported[retired.connector] = problem
                 log.warning("cannot drain retired connector %s (was compute %s): %s; "
-                            "retrying every full cycle", retired.connector, retired.compute,
+                            "retrying every full pass", retired.connector, retired.compute,
                             problem)
 
     async def _running(self, connector: str, services: set[str],

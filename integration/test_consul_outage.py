@@ -6,9 +6,11 @@ import time
 import pytest
 
 from genisys.devconsul import DevConsul
+from genisys.model import PLACEMENT_DEFAULTS
 from tests.support import Replica, unique_prefix, wait_until
 
 LOCAL = {"name": "local", "connector": "http://localhost:7051"}
+SHOWN = {**LOCAL, **PLACEMENT_DEFAULTS}  # GET shows every placement field
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def test_consul_stopped_then_restarted(own_consul, replica):
                what="the replica to see Consul again")
     wait_until(lambda: replica.request("GET", "/compute").status_code == 200, timeout=10,
                what="reads to work again")
-    assert replica.request("GET", "/compute").json() == {"local": LOCAL}
+    assert replica.request("GET", "/compute").json() == {"local": SHOWN}
     assert replica.request("POST", "/compute", {"name": "after", "connector": "http://h:2"}
                            ).status_code == 201
     assert replica.request("GET", "/compute/after").status_code == 200
@@ -75,7 +77,7 @@ def test_a_frozen_consul_gives_503_within_the_timeout_not_a_hang(own_consul, rep
         own_consul.process.send_signal(signal.SIGCONT)
     wait_until(lambda: replica.request("GET", "/health").status_code == 200, timeout=15,
                what="recovery after Consul thaws")
-    assert replica.request("GET", "/compute/local").json() == LOCAL
+    assert replica.request("GET", "/compute/local").json() == SHOWN
 
 
 def test_a_replica_started_before_consul_seeds_its_computes_once_consul_answers(tmp_path):

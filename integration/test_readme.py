@@ -72,7 +72,8 @@ def test_api_examples(start_replica, tmp_path):
     ports = {"7001": replica.port}
     lines = shell_block("name=localdc")
     answers = [httpie(line, ports) for line in lines]
-    assert answers[0] == {"name": "localdc", "connector": "http://localhost:7052"}
+    assert answers[0] == {"name": "localdc", "connector": "http://localhost:7052",
+                          "weight": 1, "max": None, "priority": 0}
     assert list(answers[1]) == ["local", "localdc"]
     assert answers[3]["connector"] == "http://localhost:7053"
     assert replica.request("GET", "/service/myService").json()["desired"] == 5
@@ -107,3 +108,27 @@ def test_history_and_lifecycle_examples(start_replica, tmp_path):
         plan = httpie(dry_run, ports)
         assert plan["orders"] == [{"compute": "local", "from": 3, "to": 5}]
         assert replica.request("GET", "/service/web").json()["desired"] == 3
+
+
+def placements(lines, ports) -> list:
+    """What each README line answered: a scale's placement (and shortfall), a record."""
+    return [{k: v for k, v in answer.items() if k in ("placement", "shortfall", "desired")}
+            for answer in (httpie(line, ports) for line in lines)]
+
+
+def test_weighted_placement_example(start_replica):
+    weighted = start_replica({"placement": {"strategy": "weighted"}})
+    answers = placements(shell_block("name=small"), {"7001": weighted.port})
+    assert answers[2:] == [
+        {"desired": 4, "placement": {"small": 1, "big": 3}},
+        {"desired": 8, "placement": {"small": 2, "big": 6}},
+        {"desired": 12, "placement": {"small": 3, "big": 7}, "shortfall": 2},
+        {"desired": 12, "placement": {"small": 3, "big": 7}, "shortfall": 2},
+        {"desired": 5, "placement": {"small": 1, "big": 4}}]
+
+
+def test_priority_placement_example(start_replica):
+    prioritized = start_replica({"placement": {"strategy": "priority"}})
+    answers = placements(shell_block("name=cheap"), {"7001": prioritized.port})
+    assert [answer["placement"] for answer in answers[3:]] == [
+        {"cheap": 2, "spare": 2}, {"cheap": 2, "spare": 3, "dear": 2}, {"cheap": 2, "spare": 1}]

@@ -63,7 +63,8 @@ def test_get_service_shows_desired_and_placement(two_computes):
     # No connector answers at these addresses: the leader can only report errors.
     assert record["observed"] == {}
     assert set(record) == {"desired", "placement", "observed", "errors", "warnings",
-                           "in_progress", "observed_at", "paused", "state", "shortfall"}
+                           "in_progress", "stepping", "observed_at", "paused", "state",
+                           "shortfall"}
     assert record["shortfall"] == 0
     listed = two_computes.request("GET", "/service").json()
     assert list(listed) == ["web"]

@@ -95,7 +95,8 @@ def test_a_refused_delete_leaves_the_compute_as_it_was(replica, consul, prefix):
     assert response.status_code == 409
     assert "still holds 1 resources of service 'web'" in response.json()["error"]
     assert json.loads(consul.kv_get(f"{prefix}computes/localdc")) == LOCAL
-    assert replica.request("GET", "/compute/localdc").json() == LOCAL
+    assert replica.request("GET", "/compute/localdc").json() == {
+        **LOCAL, "weight": 1, "max": None, "priority": 0}
     assert retired_connectors(consul, prefix) == []
 
 

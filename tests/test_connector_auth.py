@@ -5,7 +5,7 @@ import http.client
 
 import pytest
 
-from genisys.model import Compute, ValidationError
+from genisys.model import PLACEMENT_DEFAULTS, Compute, ValidationError
 from tests.connector_helpers import DEMO_COMMAND, ConnectorProcess, processes_of, unique
 from tests.support import wait_until
 
@@ -36,7 +36,8 @@ def test_a_token_is_stored_but_never_shown_nor_logged():
     compute = Compute.from_dict({"name": "a", "connector": "http://h:1", "token": TOKEN})
     assert compute.to_dict()["token"] == TOKEN  # the stored form: every leader needs it
     assert Compute.from_stored(compute.to_dict()) == compute
-    assert compute.public_dict() == {"name": "a", "connector": "http://h:1", "token": "set"}
+    assert compute.public_dict() == {"name": "a", "connector": "http://h:1", "token": "set",
+                                     **PLACEMENT_DEFAULTS}
     assert TOKEN not in repr(compute)
     plain = Compute.from_dict({"name": "a", "connector": "http://h:1"})
     assert "token" not in plain.public_dict()
@@ -124,7 +125,7 @@ def test_genisys_scales_through_a_connector_that_requires_the_computes_token(
     created = replica.request("POST", "/compute", body)
     assert created.status_code == 201 and created.json()["token"] == "set"
     assert replica.request("GET", "/compute").json()["guarded"] == \
-        {"name": "guarded", "connector": guarded.url, "token": "set"}
+        {"name": "guarded", "connector": guarded.url, "token": "set", **PLACEMENT_DEFAULTS}
     assert TOKEN not in replica.request("GET", "/compute/guarded").text
 
     assert replica.request("POST", f"/service/{name}/scale", {"number": 2}).status_code == 202

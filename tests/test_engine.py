@@ -188,6 +188,8 @@ def test_a_hung_compute_does_not_delay_a_healthy_one(consul, prefix):
             await until(lambda: engine.reconciler._recorded.get("web", {}).get("observed")
                         == {"healthy": 2}, what="web recorded at 2 on healthy")
             assert hung.pending >= 1 and engine.reconciler.workers["hung"].failing_since is None
+            # /health's last_cycle: each compute's last full observation, on its own.
+            assert engine.reconciler.last_cycle["computes"]["healthy"]["ok"] is True
         hung.close()
 
     run(scenario)

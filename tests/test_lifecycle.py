@@ -91,7 +91,9 @@ def test_delete_scales_to_zero_then_forgets_every_key(leading, counting, consul,
     wait_until(lambda: leading.request("GET", "/service/web").status_code == 404,
                what="web forgotten")
     assert counting.running("web") == 0
-    assert [key for key in consul.kv_keys(prefix) if key.endswith("/web")] == []
+    # The change journal's entry stays until the leader trims it (README "Consistency").
+    assert [key for key in consul.kv_keys(prefix)
+            if key.endswith("/web") and "/changes/" not in key] == []
     assert leading.request("DELETE", "/service/web").status_code == 404
 
 
@@ -174,8 +176,8 @@ def test_keys_of_a_service_whose_total_another_tool_removed_are_cleaned_up(
     wait_until(lambda: consul.kv_get(f"{prefix}events/web"), what="web's history")
     consul.kv_put(f"{prefix}status/ghost", '{"observed": {}}')
     assert requests.delete(f"{consul.url}/v1/kv/{prefix}resources/web", timeout=5).ok
-    wait_until(lambda: not [key for key in consul.kv_keys(prefix)
-                            if key.endswith(("/web", "/ghost"))], what="the keys cleaned up")
+    wait_until(lambda: not [key for key in consul.kv_keys(prefix) if key.endswith(
+        ("/web", "/ghost")) and "/changes/" not in key], what="the keys cleaned up")
     assert leading.request("GET", "/service/web").status_code == 404
 
 
@@ -194,7 +196,8 @@ def test_bad_lifecycle_requests_change_nothing(replica, consul, prefix, method, 
     assert response.status_code == status
     assert message in response.json()["error"]
     assert [k for k in consul.kv_keys(prefix) if "/computes/" not in k
-            and "/connectors/" not in k and not k.endswith(("leader", "term"))] == []
+            and "/connectors/" not in k and "/changes/computes/" not in k
+            and not k.endswith(("leader", "term"))] == []
 
 
 def test_a_read_token_sees_the_history_but_cannot_change_the_lifecycle(start_replica):

@@ -4,6 +4,7 @@
 import pytest
 
 from tests.support import wait_until
+from tests.test_commands import genisys
 
 
 def computes(replica, **limits):
@@ -73,3 +74,14 @@ def test_the_leader_moves_what_is_over_a_lowered_max(replica):
     assert response.status_code == 200
     wait_until(lambda: replica.request("GET", "/service/web").json()["placement"] ==
                {"a": 1, "b": 4}, timeout=10, what="the leader to move what is over the max")
+
+
+def test_genisys_scale_says_what_does_not_fit(replica):
+    computes(replica, a={"max": 2})
+    scaled = genisys("scale", "web", "3", addr=replica.url)
+    assert scaled.stdout.splitlines() == [
+        "web: desired 3, placement a=2",
+        "1 of 3 do not fit: every compute the first strategy may use is at its max; the leader "
+        "places them when room appears (a higher max or a new compute)."]
+    dry = genisys("scale", "web", "4", "--dry-run", addr=replica.url)
+    assert "2 of 4 do not fit" in dry.stdout.splitlines()[1]

@@ -112,6 +112,14 @@ def test_apportion_gives_each_the_floor_or_ceiling_of_its_quota(weights, number,
     result = apportion(number, weights, {}, offset)
     total_weight = sum(weights.values())
     assert placement_total(result) == (number if total_weight else 0)
+    if not total_weight:
+        return
     for c, w in weights.items():
-        if total_weight:
-            assert number * w // total_weight <= result.get(c, 0) <= -(-number * w // total_weight)
+        assert number * w // total_weight <= result.get(c, 0) <= -(-number * w // total_weight)
+    # Largest remainder: a ceiling never goes to a smaller remainder than a floor's.
+    remainder = {c: number * w % total_weight for c, w in weights.items()}
+    ceilings = [remainder[c] for c in weights if remainder[c] and result.get(c, 0) >
+                number * weights[c] // total_weight]
+    floors = [remainder[c] for c in weights if remainder[c] and result.get(c, 0) ==
+              number * weights[c] // total_weight]
+    assert not ceilings or not floors or min(ceilings) >= max(floors)

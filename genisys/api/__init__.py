@@ -13,6 +13,7 @@ from genisys.api.leader import LeaderHandler
 from genisys.api.services import PauseHandler, ScaleHandler, ServiceHandler, ServicesHandler
 from genisys.api.spec import SpecHandler
 from genisys.api.tokens import TokenHandler, TokensHandler
+from genisys.api.velocity import VelocityHandler
 from genisys.api.ui import StatusPageHandler
 from genisys.auth import Authenticator
 from genisys.config import Config
@@ -61,6 +62,7 @@ def make_app(context: Context) -> tornado.web.Application:
             (r"/service/([^/]+)/(pause|resume)", PauseHandler,
              args("/service/{svc}/{action}")),
             (r"/service/([^/]+)/events", ServiceEventsHandler, args("/service/{svc}/events")),
+            (r"/service/([^/]+)/velocity", VelocityHandler, args("/service/{svc}/velocity")),
             (r"/events", AllEventsHandler, args("/events")),
             (r"/health", HealthHandler, args("/health")),
             (r"/leader", LeaderHandler, args("/leader")),

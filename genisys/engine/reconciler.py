@@ -20,8 +20,8 @@ writes to Consul.
   `last_cycle` for /health.
 
 Seams for placement (issue 13):
-- `decide(desired, observed)` is where the orders of a service are decided: velocity
-  limits clamp them there (self.observations and self.history hold what they need).
+- `decide(desired, observed)` is where the orders of a service are decided, and
+  `pace(...)` where velocity limits clamp them (genisys.pacing) before they are sent.
 - `placements(desired)` is where placements are fixed: failover excludes the computes
   whose worker has been failing (`self.workers[name].failing_since`) there.
 """
@@ -37,20 +37,26 @@ from genisys.connector import ConnectorClient
 from genisys.engine.calls import ComputeCalls
 from genisys.engine.observations import Observations
 from genisys.engine.workers import ComputeWorker
+from genisys.failover import Policy, settled
+from genisys.failover_leader import LeaderFailover
 from genisys.model import NAME_PATTERN, Compute
+from genisys.pacing import Pacer
 from genisys.placement import placement_total
 from genisys.plan import (
     Decision,
     Desired,
     Observed,
+    ScaleOrder,
     decide,
     finished_deletes,
     new_histories,
     orphans,
     placements_to_fix,
+    scale_orders,
 )
 from genisys.retirement import Retirement
 from genisys.store import ConsulError, ConsulStore, ConsulUnavailable
+from genisys.velocity import Limits
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +69,14 @@ PLACEMENT_WRITES = 16
 # A lost check-and-set or a failed write is tried again after this.
 RETRY_DELAY = 0.1
 # The fields of a status record compared to decide whether to write it again.
-STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress")
+STATUS_FIELDS = ("observed", "errors", "warnings", "in_progress", "stepping")
 
 
 class Reconciler:
     def __init__(self, store: ConsulStore, client: ConnectorClient, *, poll_interval: float,
-                 concurrency: int, service_prefix: str, strategy: str):
+                 concurrency: int, service_prefix: str, strategy: str,
+                 failover: Policy | None = None,
+                 velocity: Limits = Limits()):
         self.store = store
         self.client = client
         self.poll_interval = poll_interval
@@ -76,12 +84,14 @@ class Reconciler:
         self.service_prefix = service_prefix
         self.strategy = strategy
         self.retirement = Retirement(store, client, concurrency)
+        self.failover = failover and LeaderFailover(store, failover, strategy)
         self.metrics = store.metrics
-        self.last_cycle: dict | None = None  # for /health: the last full pass
+        self._last_pass: dict | None = None  # at, ok, seconds (or error)
         self.workers: dict[str, ComputeWorker] = {}
         self.term = None
         self.managed: set[str] = set()  # as of the last full pass
         self.observations = Observations(self._wake_up)
+        self.pacer = Pacer(store, velocity, self._stepping_changed)
         # What this leader last wrote to each status key (STATUS_FIELDS): only changes
         # are written. Each service's order history as stored (read when a term starts).
         self._recorded: dict[str, dict] = {}
@@ -94,6 +104,18 @@ class Reconciler:
         self._wake = asyncio.Event()
 
     def _wake_up(self) -> None:
+        self._wake.set()
+
+    @property
+    def last_cycle(self) -> dict | None:
+        """For /health: the last full pass, and each worker's last full observation."""
+        if self._last_pass is None:
+            return None
+        return {**self._last_pass, "computes": {name: worker.last_observation
+                                                for name, worker in self.workers.items()}}
+
+    def _stepping_changed(self, service: str) -> None:
+        self.observations.dirty.add(service)  # its status record says so
         self._wake.set()
 
     # -- notifications (on the event loop, no I/O) -----------------------------------------
@@ -117,8 +139,11 @@ class Reconciler:
                  term.number, self.poll_interval)
         self.term = term
         self.observations = Observations(self._wake_up)
+        self.pacer.new_term()
         self._recorded, self.history, self._to_place = {}, {}, set()
         self._retry_at = None
+        if self.failover:
+            self.failover.new_term()
         unsubscribe = self.store.subscribe(self._changed, self._registry_changed)
         try:
             await self._run(term)
@@ -200,8 +225,35 @@ class Reconciler:
                                         if s not in unsettled})
 
     def decide(self, desired: Desired, observed: Observed) -> Decision:
-        """The orders for `observed` (seam: velocity limits clamp them here)."""
+        """The orders for `observed` (velocity limits clamp them next, in `pace`)."""
         return decide(desired, observed)
+
+    async def pace(self, compute: str, services: set[str], orders: list[ScaleOrder],
+                   desired: Desired) -> tuple[list[ScaleOrder], dict[str, float]]:
+        """`compute`'s orders for `services` that the velocity limits allow now, and when
+        (time.time()) the next step of each service held back is due. A step spans every
+        compute of a service: it is decided from what each compute last reported, and
+        each compute's worker sends its own part."""
+        concerned = {o.service for o in orders} | (services & self.pacer.statuses.keys())
+        limited = self.pacer.limited(concerned, desired)
+        for service in concerned - limited:
+            self.pacer.settle(service)
+        if not limited:
+            return orders, {}
+        everywhere = Observed()
+        for service in limited:
+            seen = self.observations.of(service, desired.computes)
+            everywhere.counts.update(seen.counts)
+            everywhere.targets.update(seen.targets)
+        planned = scale_orders(replace(desired, totals={
+            s: n for s, n in desired.totals.items() if s in limited}), everywhere)
+        for service in limited - {o.service for o in planned}:
+            self.pacer.settle(service)  # nothing left to order anywhere
+        allowed, due = await self.pacer.allow(self.term, desired, planned, everywhere.counts)
+        # An order still in progress towards the same number is awaited, not sent again.
+        return ([o for o in orders if o.service not in limited]
+                + [o for o in allowed if o.compute == compute
+                   and everywhere.targets.get((o.service, compute)) != o.number]), due
 
     def placements(self, desired: Desired) -> dict[str, dict[str, int]]:
         """The placements to write (seam: failover excludes dead computes here)."""
@@ -239,9 +291,33 @@ class Reconciler:
                          extra={"service": service, "term": term.number})
             else:  # another writer changed it since the view was read: read it again
                 log.debug("placing %s lost its check-and-set: trying again", service)
+                self.store.reread({service})
                 self._again({service}, "conflict")
 
         await asyncio.gather(*(write(s, p) for s, p in fixes.items()))
+        if self.failover and term.valid():
+            await self._fail_over(term, desired, indexes, set(fixes))
+
+    async def _fail_over(self, term, desired: Desired, indexes: dict[str, tuple[int, int]],
+                         placing: set[str]) -> None:
+        """Move the share of dead computes, or bring it back (genisys.failover)."""
+        now = time.monotonic()
+        self.failover.sample({name: worker.failing_since
+                              for name, worker in self.workers.items()}, now)
+        try:
+            _, events = await self.failover.apply(
+                term, desired, indexes, settled(desired, Observed(self.observations.counts)),
+                now, placing)
+        except (ConsulUnavailable, ConsulError) as exc:
+            log.warning("failover skipped, the next pass tries again: %s", exc)
+            return
+        except Exception:  # a bug there must not stop the placing and recording
+            log.exception("failover failed, the next pass tries again")
+            return
+        if events:  # recorded in the history with the next status records
+            self.observations.events += events
+            self.observations.dirty |= {event["service"] for event in events}
+            self._wake.set()
 
     def _again(self, services: set[str], reason: str) -> None:
         for _ in services:
@@ -262,6 +338,8 @@ class Reconciler:
                 if service not in desired.totals and service not in self.managed:
                     continue
                 status = self.observations.status(service, desired.computes)
+                if service in self.pacer.statuses:  # the field only while in steps
+                    status["stepping"] = self.pacer.statuses[service]
                 if self._recorded.get(service) != status:
                     records[service] = status
             histories = new_histories(self.history, events, HISTORY_LENGTH) \
@@ -294,6 +372,7 @@ class Reconciler:
                 self._forgotten({service})
 
     def _forgotten(self, services: set[str]) -> None:
+        self.pacer.forget(services)
         for service in services:
             self._recorded.pop(service, None)
             self.history.pop(service, None)
@@ -308,7 +387,7 @@ class Reconciler:
             desired, indexes = self.store.desired_snapshot()
             if reason == "start":  # a new term goes on from what Consul holds
                 self._recorded = {
-                    service: {f: status.get(f, {}) for f in STATUS_FIELDS}
+                    service: {f: status[f] for f in STATUS_FIELDS if f in status}
                     for service, status in (await self.store.statuses()).items()}
                 self.history = await self.store.events()
             managed = set(desired.totals)
@@ -337,18 +416,16 @@ class Reconciler:
                 log.warning("full reconcile pass skipped, the next one will retry: %s", exc)
             else:
                 log.exception("full reconcile pass failed, the next one will retry")
-            self.last_cycle = {"at": _now(), "ok": False, "error": str(exc)}
+            self._last_pass = {"at": _now(), "ok": False, "error": str(exc)}
             self.metrics.reconciled(False, time.monotonic() - started)
             return False
         took = time.monotonic() - started
-        self.last_cycle = {"at": _now(), "ok": True, "seconds": round(took, 3),
-                           "computes": {name: worker.last_observation
-                                        for name, worker in self.workers.items()}}
+        self._last_pass = {"at": _now(), "ok": True, "seconds": round(took, 3)}
         self.metrics.reconciled(True, took)
         failing = {service for service, _ in self.observations.errors}
-        log.info("full pass (%s): %d services on %d computes, %d with errors (%.0f ms)",
-                 reason, len(managed), len(desired.computes), len(failing & managed),
-                 took * 1000)
+        log.info("full cycle: %d services on %d computes, %d with errors, reason %s "
+                 "(%.0f ms)", len(managed), len(desired.computes), len(failing & managed),
+                 reason, took * 1000)
         return True
 
 

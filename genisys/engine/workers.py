@@ -23,6 +23,7 @@ to this compute has gone unanswered, None while it answers.
 
 import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # A batch read from the local view while it is out of sync is handled again after this.
 UNAVAILABLE_RETRY = 1.0
+# A service in velocity steps is looked at again at its next step, not sooner than this:
+# with no cooldown, the next step waits for the connector to report the last one.
+STEP_RECHECK = 0.5
 
 
 class ComputeWorker:
@@ -72,7 +76,6 @@ class ComputeWorker:
                 due = {s for s, at in self._rechecks.items() if at <= now}
                 for service in due:
                     del self._rechecks[service]
-                    self.engine.metrics.requeue("in_progress")
                 self._queue |= due
                 batch = self._queue - self._active
                 if batch:
@@ -145,6 +148,11 @@ class ComputeWorker:
             decision = self.engine.decide(
                 desired, self.engine.observations.view(self.name, services))
             orders = [o for o in decision.orders if o.compute == self.name]
+            orders, steps = await self.engine.pace(self.name, services, orders, desired)
+            for service, at in steps.items():  # woken for its next step, or soon after
+                self._rechecks[service] = min(self._rechecks.get(service, math.inf),
+                                              time.monotonic() + max(STEP_RECHECK,
+                                                                     at - time.time()))
             ordered = {o.service for o in orders}
             self._release(held - ordered)
             held &= ordered
@@ -166,6 +174,7 @@ class ComputeWorker:
             delay = self.engine.observations.next_recheck(service, self.name)
             if delay is not None:
                 self._rechecks[service] = now + delay
+                self.engine.metrics.requeue("in_progress")
         self._wake.set()
 
     async def _order(self, order: ScaleOrder, desired: Desired) -> None:

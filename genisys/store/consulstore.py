@@ -1,47 +1,58 @@
 """ConsulStore: the only door to Consul.
 
-Reads of the compute registry, totals, placements, lifecycle flags and tokens are served
-from PrefixViews. A replica sees its own writes at once because every write refreshes the
-view before returning; `consistent=True` reads bypass the view and ask Consul's leader.
+Reads of the compute registry, totals, placements and lifecycle flags are served from the
+Mirror (genisys/store/mirror.py), tokens from a PrefixView. A replica sees its own writes
+at once: every transaction it commits is applied to them before the write returns.
+`consistent=True` reads bypass them and ask Consul's leader.
 """
 
-import base64
+import asyncio
 import json
 import logging
+import secrets
+import time
 from collections.abc import Callable
 
 from genisys.metrics import ReplicaMetrics
-from genisys.model import Compute
 from genisys.store.desired import DesiredState
 from genisys.store.election import Election
+from genisys.store.failover import FailoverRecords
 from genisys.store.registry import Registry
 from genisys.store.tokens import Tokens
 from genisys.store.transport import (
     SERVICE_NAME,
-    ConsulError,
     ConsulUnavailable,
     PermissionDenied,
     _Consul,
     _denials,
-    _raise_if_denied,
+    transact,
 )
+from genisys.store.mirror import Mirror
+from genisys.store.sync import SyncState
 from genisys.store.values import Entry, _kv, _valid_names
+from genisys.store.velocity import VelocityState
 from genisys.store.view import PrefixView
 
 log = logging.getLogger(__name__)
+
+# How long the leader keeps a change journal entry after it first saw it. A replica that
+# heard nothing from the journal for half of it reads everything again.
+JOURNAL_GRACE = 30.0
 
 # A certificate of another trust domain: Connect authorizes nothing with it.
 _PROBE_CERT_URI = "spiffe://00000000-0000-0000-0000-000000000000.consul/ns/default/dc/dc1/svc/probe"
 
 
-class ConsulStore(Election, Registry, Tokens, DesiredState):
-    """Every read and write of Genisys's state in Consul: the views and the transport here,
-    one part per job in the modules it inherits from."""
+class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
+                  VelocityState):
+    """Every read and write of Genisys's state in Consul: the mirror, the subscriptions and
+    the transactions here, one part per job in the modules it inherits from."""
 
     def __init__(self, host: str, port: int, *, scheme: str = "http", token: str = "",
                  key_prefix: str = "genisys/", resources_key_prefix: str = "skynet/resources/",
                  timeout: float = 5.0, verify: bool | str = True,
-                 cert: tuple[str, str] | None = None, metrics: ReplicaMetrics | None = None):
+                 cert: tuple[str, str] | None = None, metrics: ReplicaMetrics | None = None,
+                 journal_grace: float = JOURNAL_GRACE, resources_pause: float = 1.0):
         self.address = f"{scheme}://{host}:{port}"
         self.key_prefix = key_prefix
         self.resources_key_prefix = resources_key_prefix
@@ -56,49 +67,53 @@ class ConsulStore(Election, Registry, Tokens, DesiredState):
         self.consul = _Consul(host, port, token=token or None, scheme=scheme, timeout=timeout,
                               verify=verify, cert=cert)
         self.consul.http.key_prefixes = (key_prefix, resources_key_prefix)
-        self.computes_view = PrefixView(self.consul, self.computes_prefix)
-        self._decoded_from: dict | None = None  # the view entries _decoded was made from
-        self._decoded: tuple[list[tuple[Compute, int]], dict[str, Compute]] = ([], {})
-        self.resources_view = PrefixView(self.consul, resources_key_prefix)
-        self.placements_view = PrefixView(self.consul, self.placements_prefix)
-        # Pause and delete flags: few, rarely written, and every cycle needs them.
-        self.lifecycle_view = PrefixView(self.consul, self.lifecycle_prefix)
+        # Whoever reacts to changes (the leader, while it leads): see subscribe().
+        self._listeners: list[tuple[Callable[[set[str]], None], Callable[[], None]]] = []
+        self.mirror = Mirror(self.consul, key_prefix=key_prefix,
+                             resources_prefix=resources_key_prefix, grace=journal_grace,
+                             resources_pause=resources_pause,
+                             on_services=self._services_changed,
+                             on_computes=self._computes_changed)
         # Statuses and events are not watched: the leader rewrites them after its orders,
         # and every replica re-reading them would cost as much as the changes that matter.
         self.tokens_prefix = f"{key_prefix}tokens/"
         self.tokens_view = PrefixView(self.consul, self.tokens_prefix)
-        self._views = (self.computes_view, self.resources_view, self.placements_view,
-                       self.lifecycle_view, self.tokens_view)
-        # Whoever reacts to changes (the leader, while it leads): see subscribe().
-        self._listeners: list[tuple[Callable[[set[str]], None], Callable[[], None]]] = []
-        for view, prefix in ((self.resources_view, resources_key_prefix),
-                             (self.placements_view, self.placements_prefix),
-                             (self.lifecycle_view, self.lifecycle_prefix)):
-            view.on_change = self._services_changed(prefix)
-        self.computes_view.on_change = lambda keys: self._computes_changed()
         # The replica's metrics travel with its store, which every part of it holds.
         self.metrics = metrics or ReplicaMetrics()
         self.consul.http.metrics = self.metrics
-        for name, view in zip(("computes", "resources", "placements", "lifecycle", "tokens"),
-                              self._views):
-            self.metrics.watch_view(name, lambda view=view: view.out_of_sync_since)
+        for name, state in zip(("desired", "journal", "resources", "computes", "tokens"),
+                               self._parts()):
+            self.metrics.watch_view(name, lambda state=state: state.out_of_sync_since)
+
+    def _parts(self) -> tuple[SyncState, ...]:
+        """What must be in sync with Consul for reads to be served from memory."""
+        return (*self.mirror.parts, self.tokens_view.state)
+
+    def reread(self, services: set[str]) -> None:
+        """Read these services' desired state again from Consul, in the background (after
+        a check-and-set lost to a writer that left no journal entry)."""
+        self.mirror.reread(services)
 
     def subscribe(self, on_services: Callable[[set[str]], None],
                   on_computes: Callable[[], None]) -> Callable[[], None]:
         """Call on_services(names) when the desired state (total, placement or flags) of
         those services changed, on_computes() when the compute registry changed; returns
         the function that unsubscribes. Called on the event loop, without I/O: a listener
-        only notes what changed."""
+        only notes what changed. While someone listens (the leader), this replica also
+        trims the change journal."""
         listener = (on_services, on_computes)
         self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        self.mirror.journal.trimming = True
 
-    def _services_changed(self, prefix: str) -> Callable[[set[str]], None]:
-        def notify(keys: set[str]) -> None:
-            names = {key[len(prefix):] for key in keys}
-            for on_services, _ in list(self._listeners):
-                on_services(names)
-        return notify
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+            self.mirror.journal.trimming = bool(self._listeners)
+        return unsubscribe
+
+    def _services_changed(self, names: set[str]) -> None:
+        for on_services, _ in list(self._listeners):
+            on_services(names)
 
     def _computes_changed(self) -> None:
         for _, on_computes in list(self._listeners):
@@ -113,12 +128,21 @@ class ConsulStore(Election, Registry, Tokens, DesiredState):
                    cert=(section.cert_file, section.key_file) if section.cert_file else None)
 
     def start(self) -> None:
-        for view in self._views:
-            view.start()
+        self.mirror.start()
+        self.tokens_view.start()
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Wait until reads can be served from memory, for at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not all(part.synced for part in self._parts()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def close(self) -> None:
-        for view in self._views:
-            await view.stop()
+        await self.mirror.stop()
+        await self.tokens_view.stop()
         self.consul.http.close()
 
     async def ping(self) -> str:
@@ -167,47 +191,42 @@ class ConsulStore(Election, Registry, Tokens, DesiredState):
             pass  # cannot tell here; a denied registration shows in the election's state
         return list(dict.fromkeys(denied))  # an unknown token says so once
 
-
     def view_troubles(self) -> list[str]:
-        """Why reads cannot be served from the local views, one sentence per view."""
-        return [str(view.error) if isinstance(view.error, PermissionDenied)
-                else f"the local view of {view.prefix} is not in sync with Consul."
-                for view in self._views if not view.synced]
+        """Why reads cannot be served from memory, one sentence per part out of sync."""
+        return [str(part.error) if isinstance(part.error, PermissionDenied)
+                else part.trouble() for part in self._parts() if not part.synced]
 
     def _check_synced(self) -> None:
-        for view in self._views:
-            if not view.synced and isinstance(view.error, PermissionDenied):
-                raise view.error  # its sentence names the missing permission
-        if not all(view.synced for view in self._views):
+        for part in self._parts():
+            if not part.synced and isinstance(part.error, PermissionDenied):
+                raise part.error  # its sentence names the missing permission
+        if not all(part.synced for part in self._parts()):
             raise ConsulUnavailable(f"Consul at {self.address} is not answering: the local "
-                                    "view of its state is not in sync")
+                                    "copy of its state is not in sync")
 
     async def catalog_services(self, prefix: str) -> list[str]:
         """Services in Consul's catalog whose name starts with `prefix`."""
         _, services = await self.consul.catalog.services()
         return sorted(_valid_names((name for name in services if name.startswith(prefix)), ""))
 
-    async def _txn(self, ops: list[dict]) -> list[Entry] | None:
-        """Run a Consul transaction: the entries its set and cas operations wrote, in
-        order, or None when it was rolled back."""
-        values = [base64.b64decode(op["KV"]["Value"]) for op in ops
-                  if op["KV"]["Verb"] in ("set", "cas")]
+    def _journal_op(self, kind: str, name: str) -> dict:
+        """The change journal entry every write of a service's desired state or of a
+        compute sets in its transaction (genisys/store/journal.py). Its value is new each
+        time: Consul leaves the ModifyIndex of a key set to the value it has unchanged."""
+        return _kv("set", self.mirror.journal_key(kind, name), secrets.token_hex(6))
 
-        def outcome(response):
-            if response.code == 409:
-                _raise_if_denied(ops, response.body, self.consul.http.key_prefixes)
-                return None
-            if response.code != 200:
-                raise ConsulError(f"transaction refused ({response.code}): "
-                                      f"{response.body[:200]}")
-            results = [r["KV"] for r in json.loads(response.body).get("Results") or ()
-                       if r.get("KV") and r["KV"]["Key"] in written_keys]
-            return [Entry(r["Key"], value, r["CreateIndex"], r["ModifyIndex"])
-                    for r, value in zip(results, values)]
-
-        written_keys = {op["KV"]["Key"] for op in ops if op["KV"]["Verb"] in ("set", "cas")}
-        return await self.consul.http.put(outcome, "/v1/txn", data=json.dumps(ops),
-                                          headers=self.consul.prepare_headers())
+    async def _txn(self, ops: list[dict]) -> dict[str, Entry] | None:
+        """Run a Consul transaction and show its writes here at once (read-your-writes):
+        the entries its set and cas operations wrote, by key, or None when it was rolled
+        back."""
+        outcome = await transact(self.consul, ops)
+        if outcome is None:
+            return None
+        written, deleted = outcome
+        self.mirror.apply(written, deleted)
+        self.tokens_view.write_through([entry for key, entry in written.items()
+                                        if key.startswith(self.tokens_prefix)])
+        return written
 
     async def _read(self, key: str) -> dict | None:
         """One key, read from Consul's leader (for decisions that must be current)."""

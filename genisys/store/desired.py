@@ -1,11 +1,10 @@
 """The desired state's part of the store: totals (Skynet's), placements, lifecycle flags
 (pause, delete), the leader's statuses and order history, and forgetting a service."""
 
-import asyncio
-from dataclasses import dataclass, field
-
 from genisys.plan import Desired
-from genisys.store.transport import ConsulUnavailable
+from genisys.store.journal import SERVICES
+from genisys.store.tables import DesiredRecord
+from genisys.store.transport import ConsulUnavailable, read_keys
 from genisys.store.values import (
     MAX_ATTEMPTS,
     TXN_BYTES,
@@ -14,47 +13,25 @@ from genisys.store.values import (
     _from_json,
     _kv,
     _now,
-    _parse_placement,
-    _parse_total,
     _to_json,
     _valid_names,
-    _warn_once,
 )
-
-
-@dataclass(frozen=True)
-class DesiredRecord:
-    """A service's desired total and placement, with their ModifyIndexes (0: absent)."""
-    total: int | None
-    total_index: int
-    placement: dict[str, int]
-    placement_index: int
-    flags: dict = field(default_factory=dict)  # lifecycle flags: paused, deleting
-    flags_index: int = 0
-
-    @property
-    def index(self) -> int:
-        """What a scale's If-Match checks: the later of the two ModifyIndexes."""
-        return max(self.total_index, self.placement_index)
 
 
 class DesiredState:
     """ConsulStore's desired state methods."""
 
     async def read_desired(self, service: str) -> DesiredRecord:
-        """A service's total and placement, with the indexes a commit must check."""
-        # At once: the shorter the time from read to commit, the fewer lost races.
-        (_, total), (_, placement), (_, flags) = await asyncio.gather(*(
-            self.consul.kv.get(prefix + service) for prefix in (
-                self.resources_key_prefix, self.placements_prefix, self.lifecycle_prefix)))
-        flag_values = _from_json(flags and flags.get("Value"))
-        return DesiredRecord(
-            total=_parse_total(total and total.get("Value")),
-            total_index=total["ModifyIndex"] if total else 0,
-            placement=_parse_placement(placement and placement.get("Value")),
-            placement_index=placement["ModifyIndex"] if placement else 0,
-            flags=flag_values if isinstance(flag_values, dict) else {},
-            flags_index=flags["ModifyIndex"] if flags else 0)
+        """A service's total, placement and flags, fresh from Consul in one transaction,
+        with the indexes a commit must check."""
+        keys = self.mirror.service_keys(service)
+        known = self.mirror.services.get(service)
+        present = {key for key, index in zip(keys, (known.total_index or 1,
+                                                    known.placement_index or 1,
+                                                    known.flags_index)) if index}
+        found = await read_keys(self.consul, keys, present)
+        return self.mirror.record(dict(zip(("total", "placement", "flags"),
+                                           (found.get(key) for key in keys))))
 
     async def commit_desired(self, service: str, total: int, placement: dict[str, int],
                              seen: DesiredRecord, compute_indexes: dict[str, int]) -> bool:
@@ -62,58 +39,39 @@ class DesiredState:
         `seen` was read (either key, or a compute the placement uses)."""
         ops = [_kv("cas", self.resources_key_prefix + service, str(total), seen.total_index),
                _kv("cas", self.placements_prefix + service, _to_json(placement),
-                   seen.placement_index)]
+                   seen.placement_index),
+               self._journal_op(SERVICES, service)]
         ops += [_kv("check-index", self.computes_prefix + name, index=index)
                 for name, index in compute_indexes.items()]
         # A delete marked meanwhile refuses the commit (it re-reads and sees it).
         flags_key = self.lifecycle_prefix + service
         ops.append(_kv("check-index", flags_key, index=seen.flags_index) if seen.flags_index
                    else _kv("check-not-exists", flags_key))
-        written = await self._txn(ops)
-        if written is None:
-            return False
-        self.resources_view.write_through(written[:1])
-        self.placements_view.write_through(written[1:2])
-        return True
+        return await self._txn(ops) is not None
 
     def desired_snapshot(self, services: set[str] | None = None
                          ) -> tuple[Desired, dict[str, tuple[int, int]]]:
-        """The desired state of `services` (None: all) from the views, and per service
-        the (total, placement) ModifyIndexes for the leader's check-and-set."""
+        """The desired state of `services` (None: all) from memory, and per service the
+        (total, placement) ModifyIndexes for the leader's check-and-set. Costs what
+        `services` holds, not what the registry holds."""
         self._check_synced()
-        defined = [c for c, _ in self._view_computes()[0]]
-        computes = {c.name: c.connector for c in defined}
-        resources = self.resources_view.entries
-        if services is None:
-            names = _valid_names(resources, self.resources_key_prefix)
-        else:
-            names = [s for s in _valid_names(
-                [self.resources_key_prefix + s for s in services], self.resources_key_prefix)
-                if self.resources_key_prefix + s in resources]
+        records = self.mirror.services.records
+        names = records if services is None else (s for s in services if s in records)
         totals, placements, indexes, paused, deleting = {}, {}, {}, set(), set()
         for service in names:
-            entry = resources[self.resources_key_prefix + service]
-            total = _parse_total(entry.value)
-            if total is None:
-                _warn_once(f"ignoring {entry.key}: its value {entry.value[:40]!r} is not a count")
-                continue
-            totals[service] = total
-            placement = self.placements_view.entries.get(self.placements_prefix + service)
-            placements[service] = _parse_placement(placement and placement.value)
-            indexes[service] = (entry.modify_index, placement.modify_index if placement else 0)
-            flags = self._flags(service)
-            if flags.get("paused"):
+            record = records[service]
+            if record.total is None:
+                continue  # no total, or not a count (warned when it was read)
+            totals[service] = record.total
+            placements[service] = record.placement
+            indexes[service] = (record.total_index, record.placement_index)
+            if record.flags.get("paused"):
                 paused.add(service)
-            if flags.get("deleting"):
+            if record.flags.get("deleting"):
                 deleting.add(service)
-        return Desired(computes, totals, placements, frozenset(paused), frozenset(deleting),
-                       {c.name: c.spec for c in defined}), indexes
-
-    def _flags(self, service: str) -> dict:
-        """The service's lifecycle flags from the view: {"paused": bool, "deleting": time}."""
-        entry = self.lifecycle_view.entries.get(self.lifecycle_prefix + service)
-        flags = _from_json(entry and entry.value)
-        return flags if isinstance(flags, dict) else {}
+        computes = self.mirror.computes
+        return Desired(computes.connectors(), totals, placements, frozenset(paused),
+                       frozenset(deleting), computes.specs()), indexes
 
     async def statuses(self, service: str | None = None) -> dict[str, dict]:
         """The leader's last recorded observation of `service` (None: of every service)."""
@@ -130,35 +88,30 @@ class DesiredState:
         known service)."""
         self._check_synced()
         statuses = await self.statuses(service)
+        records = self.mirror.services.records
         if service is None:
-            names = sorted({name for view, prefix in (
-                (self.resources_view, self.resources_key_prefix),
-                (self.placements_view, self.placements_prefix),
-                (self.lifecycle_view, self.lifecycle_prefix))
-                for name in _valid_names(view.entries, prefix)}
-                | set(_valid_names(statuses, "")))
+            names = sorted(records.keys() | set(_valid_names(statuses, "")))
         else:
             names = [service]
-        records = {}
+        answer = {}
         for name in names:
-            total = self.resources_view.entries.get(self.resources_key_prefix + name)
-            placement = self.placements_view.entries.get(self.placements_prefix + name)
-            flags = self._flags(name)
-            if total is None and placement is None and name not in statuses and not flags:
+            record = self.mirror.services.get(name)
+            if not record.exists and name not in statuses:
                 continue
             observed = statuses.get(name, {})
-            records[name] = {
-                "desired": _parse_total(total and total.value),
-                "placement": _parse_placement(placement and placement.value),
+            answer[name] = {
+                "desired": record.total,
+                "placement": record.placement,
                 "observed": observed.get("observed", {}),
                 "errors": observed.get("errors", {}),
                 "warnings": observed.get("warnings", {}),
                 "in_progress": observed.get("in_progress", {}),
+                "stepping": observed.get("stepping"),
                 "observed_at": observed.get("observed_at"),
-                "paused": bool(flags.get("paused")),
-                "state": "deleting" if flags.get("deleting") else "active",
+                "paused": bool(record.flags.get("paused")),
+                "state": "deleting" if record.flags.get("deleting") else "active",
             }
-        return records
+        return answer
 
     # -- the service lifecycle: pause, resume, delete, and forgetting -------------------
 
@@ -174,10 +127,9 @@ class DesiredState:
                 raise Conflict(f"service {service!r} is being deleted.")
             if bool(flags.get("paused")) == paused:
                 return False
-            written = await self._txn([_kv("cas", key, _to_json({**flags, "paused": paused}),
-                                           item["ModifyIndex"] if item else 0)])
-            if written is not None:
-                self.lifecycle_view.write_through(written)
+            if await self._txn([_kv("cas", key, _to_json({**flags, "paused": paused}),
+                                    item["ModifyIndex"] if item else 0),
+                                self._journal_op(SERVICES, service)]) is not None:
                 return True
         raise ConsulUnavailable(f"could not update {service}: too many concurrent changes")
 
@@ -195,11 +147,9 @@ class DesiredState:
                 _kv("cas", self.placements_prefix + service, _to_json({}), seen.placement_index),
                 # A delete clears the pause: its scale to 0 must be sent.
                 _kv("cas", key, _to_json({"paused": False, "deleting": _now()}),
-                    seen.flags_index)])
+                    seen.flags_index),
+                self._journal_op(SERVICES, service)])
             if written is not None:
-                self.resources_view.write_through(written[:1])
-                self.placements_view.write_through(written[1:2])
-                self.lifecycle_view.write_through(written[2:])
                 return True
         raise ConsulUnavailable(f"could not delete {service}: too many concurrent changes")
 
@@ -207,7 +157,8 @@ class DesiredState:
         """The leader forgets a deleted service: every key it has, at once, only if its
         total is still the one the leader saw at 0."""
         guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
-        ops = [guard, _kv("delete-cas", self.resources_key_prefix + service, index=total_index)]
+        ops = [guard, _kv("delete-cas", self.resources_key_prefix + service, index=total_index),
+               self._journal_op(SERVICES, service)]
         ops += [_kv("delete", prefix + service) for prefix in self._own_prefixes()]
         return await self._txn(ops) is not None
 
@@ -217,7 +168,8 @@ class DesiredState:
         guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
         forgotten = set()
         for service in sorted(services):
-            ops = [guard, _kv("check-not-exists", self.resources_key_prefix + service)]
+            ops = [guard, _kv("check-not-exists", self.resources_key_prefix + service),
+                   self._journal_op(SERVICES, service)]
             ops += [_kv("delete", prefix + service) for prefix in self._own_prefixes()]
             if await self._txn(ops) is not None:
                 forgotten.add(service)
@@ -226,14 +178,13 @@ class DesiredState:
     def _own_prefixes(self) -> tuple[str, ...]:
         """Where Genisys keeps a service's keys (the total is Skynet's)."""
         return (self.placements_prefix, self.status_prefix, self.events_prefix,
-                self.lifecycle_prefix)
+                self.lifecycle_prefix, self.failover_prefix, self.steps_prefix)
 
     async def known_services(self) -> set[str]:
         """Services with a placement, lifecycle flags, a status or a history (the last two
         read as key names only: no values)."""
-        known = {name for view, prefix in ((self.placements_view, self.placements_prefix),
-                                           (self.lifecycle_view, self.lifecycle_prefix))
-                 for name in _valid_names(view.entries, prefix)}
+        known = {name for name, record in self.mirror.services.records.items()
+                 if record.placement_index or record.flags_index}
         for prefix in (self.status_prefix, self.events_prefix):
             _, keys = await self.consul.kv.get(prefix, keys=True, separator="/")
             known.update(_valid_names(keys or (), prefix))
@@ -263,13 +214,15 @@ class DesiredState:
         Returns False when a transaction was refused (lock lost, or a key changed).
         """
         groups = []
-        compute_indexes = {c.name: index for c, index in self._view_computes()[0]}
+        computes = self.mirror.computes
         for service, (placement, total_index, placement_index) in placements.items():
             group = [_kv("check-index", self.resources_key_prefix + service, index=total_index),
                      _kv("cas", self.placements_prefix + service, _to_json(placement),
-                         placement_index)]
+                         placement_index),
+                     self._journal_op(SERVICES, service)]
             # As a scale request does: a compute deleted or marked meanwhile refuses it.
-            group += [_kv("check-index", self.computes_prefix + c, index=compute_indexes.get(c, 0))
+            group += [_kv("check-index", self.computes_prefix + c,
+                          index=stored.modify_index if (stored := computes.get(c)) else 0)
                       for c in placement]
             groups.append(group)
         events = events or {}

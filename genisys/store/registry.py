@@ -5,7 +5,9 @@ import logging
 from dataclasses import dataclass, field, replace
 
 from genisys.model import NAME_PATTERN, Compute, ValidationError, url_identity, validate_url
-from genisys.store.transport import ConsulError, ConsulUnavailable
+from genisys.store.journal import COMPUTES
+from genisys.store.tables import StoredCompute
+from genisys.store.transport import ConsulUnavailable
 from genisys.store.values import (
     MAX_ATTEMPTS,
     Conflict,
@@ -44,20 +46,21 @@ class Registry:
 
     async def compute_entries(self, consistent: bool = False) -> list[tuple[Compute, int]]:
         """Every compute with its ModifyIndex, in definition order (for check-and-set)."""
-        if consistent or not self.computes_view.synced:
+        if consistent or not self.mirror.synced:
             _, items = await self.consul.kv.get(
                 self.computes_prefix, recurse=True,
                 consistency="consistent" if consistent else None)
             return self._decode_computes(_entry(i) for i in items or ())
-        return self._view_computes()[0]
+        return self.mirror.computes.ordered()
 
     async def get_compute(self, name: str, consistent: bool = False) -> Compute | None:
-        if consistent or not self.computes_view.synced:
+        if consistent or not self.mirror.synced:
             _, item = await self.consul.kv.get(self.computes_prefix + name,
                                                consistency="consistent" if consistent else None)
             decoded = item and self._decode_computes([_entry(item)])
             return decoded[0][0] if decoded else None
-        return self._view_computes()[1].get(name)
+        stored = self.mirror.computes.get(name)
+        return stored.compute if stored else None
 
     async def create_compute(self, compute: Compute) -> None:
         """Create, never overwrite; Conflict when the name exists or another compute
@@ -73,9 +76,9 @@ class Registry:
                 _kv("cas", self.computes_prefix + compute.name, _to_json(compute.to_dict()), 0),
                 _kv("cas", self._claim_key(compute.connector), compute.name, 0),
                 # A connector taken back by a compute is watched through it again.
-                _kv("delete", self._retired_key(compute.connector))])
+                _kv("delete", self._retired_key(compute.connector)),
+                self._journal_op(COMPUTES, compute.name)])
             if written is not None:
-                self.computes_view.write_through(written[:1])
                 return True
             if await self._read(self.computes_prefix + compute.name) is not None:
                 return False
@@ -103,7 +106,8 @@ class Registry:
                                "to finish, then create it anew.")
             if current == compute:
                 return False
-            ops = [_kv("cas", key, _to_json(compute.to_dict()), item["ModifyIndex"])]
+            ops = [_kv("cas", key, _to_json(compute.to_dict()), item["ModifyIndex"]),
+                   self._journal_op(COMPUTES, compute.name)]
             moved = current is None or (url_identity(current.connector)
                                         != url_identity(compute.connector))
             if moved:
@@ -112,9 +116,7 @@ class Registry:
                         _kv("delete", self._retired_key(compute.connector))]
                 if current is not None:
                     ops += await self._retire_ops(current)
-            written = await self._txn(ops)
-            if written is not None:
-                self.computes_view.write_through(written[:1])
+            if await self._txn(ops) is not None:
                 if moved and current is not None:
                     log.info("compute %s moved from %s to %s: the leader scales what runs at "
                              "the old connector to 0", compute.name, current.connector,
@@ -142,26 +144,24 @@ class Registry:
             current, index = _stored_compute(item), item["ModifyIndex"]
             if current is not None and not current.deleting:
                 marked = replace(current, deleting=_now())
-                written = await self._txn([_kv("cas", key, _to_json(marked.to_dict()), index)])
+                written = await self._txn([_kv("cas", key, _to_json(marked.to_dict()), index),
+                                           self._journal_op(COMPUTES, name)])
                 if written is None:
                     continue
-                self.computes_view.write_through(written)
-                current, index = marked, written[0].modify_index
+                current, index = marked, written[key].modify_index
             holders = await self._services_placed_on(name)
             if holders:
                 if current is not None:  # give it back as it was
-                    written = await self._txn([_kv("cas", key, _to_json(
-                        replace(current, deleting=None).to_dict()), index)])
-                    if written:
-                        self.computes_view.write_through(written)
+                    await self._txn([_kv("cas", key, _to_json(
+                        replace(current, deleting=None).to_dict()), index),
+                        self._journal_op(COMPUTES, name)])
                 service, count = holders[0]
                 raise Conflict(f"compute {name!r} still holds {count} resources of service "
                                f"{service!r}: scale them elsewhere or to 0 first.")
-            ops = [_kv("delete-cas", key, index=index)]
+            ops = [_kv("delete-cas", key, index=index), self._journal_op(COMPUTES, name)]
             if current is not None:
                 ops += await self._retire_ops(current)
             if await self._txn(ops) is not None:
-                await self._refresh_computes()
                 return
         raise ConsulUnavailable(f"could not delete compute {name!r}: too many concurrent "
                                 "changes")
@@ -169,10 +169,9 @@ class Registry:
     def _check_connector_free(self, compute: Compute) -> None:
         """Conflict when another compute (in this replica's view) has the same connector;
         the claim keys guard it in Consul, this also covers computes older than them."""
-        identity = url_identity(compute.connector)
-        for other, _ in self._view_computes()[0]:
-            if other.name != compute.name and url_identity(other.connector) == identity:
-                raise Conflict(_shared_connector(compute, other.name))
+        others = sorted(self.mirror.computes.owners(compute.connector) - {compute.name})
+        if others:
+            raise Conflict(_shared_connector(compute, others[0]))
 
     async def _explain_claim(self, compute: Compute) -> None:
         """After a refused transaction: Conflict when another compute claims the
@@ -233,13 +232,6 @@ class Registry:
         return await self._txn([guard, _kv("delete-cas", retired.key,
                                            index=retired.modify_index)]) is not None
 
-    async def _refresh_computes(self) -> None:
-        try:
-            await self.computes_view.refresh()
-        except (ConsulUnavailable, ConsulError) as exc:
-            # The write itself succeeded; reads fall back to Consul until the watch resyncs.
-            log.warning("could not refresh the compute view after a write: %s", exc)
-
     async def _services_placed_on(self, compute: str) -> list[tuple[str, int]]:
         _, items = await self.consul.kv.get(self.placements_prefix, recurse=True,
                                             consistency="consistent")
@@ -251,31 +243,12 @@ class Registry:
                 holders.append((item["Key"][len(self.placements_prefix):], count))
         return holders
 
-    def _view_computes(self) -> tuple[list[tuple[Compute, int]], dict[str, Compute]]:
-        """The view's computes, decoded once per change of the view (reads are hot)."""
-        entries = self.computes_view.entries
-        if self._decoded_from is not entries:
-            ordered = self._decode_computes(entries.values())
-            self._decoded = (ordered, {c.name: c for c, _ in ordered})
-            self._decoded_from = entries
-        return self._decoded
-
     def _decode_computes(self, entries) -> list[tuple[Compute, int]]:
         """Computes with their ModifyIndex in definition order; junk values are skipped
         with a warning."""
-        decoded = []
-        for entry in sorted(entries, key=lambda e: (e.create_index, e.key)):
-            try:
-                compute = Compute.from_stored(_from_json(entry.value))
-            except ValidationError as exc:
-                _warn_once(f"ignoring {entry.key}: its value is not a compute definition ({exc})")
-                continue
-            if compute.name != entry.key[len(self.computes_prefix):]:
-                _warn_once(f"ignoring {entry.key}: its value names compute {compute.name!r}")
-                continue
-            decoded.append((compute, entry.modify_index))
-        return decoded
-
+        decoded = (StoredCompute.decode(entry.key[len(self.computes_prefix):], entry)
+                   for entry in sorted(entries, key=lambda e: (e.create_index, e.key)))
+        return [(stored.compute, stored.modify_index) for stored in decoded if stored]
 
 
 def _shared_connector(compute: Compute, owner: str) -> str:

@@ -26,7 +26,7 @@ class Tokens:
         """The stored record of token `name`, or None; ConsulUnavailable while the view
         has never been in sync (a token cannot be checked before Consul answered once)."""
         view = self.tokens_view
-        if not view.synced and view.index == 0:
+        if not view.state.synced and view.index == 0:
             raise ConsulUnavailable(f"cannot check the token: Consul at {self.address} has "
                                     "not answered yet")
         entry = view.entries.get(self.tokens_prefix + name)
@@ -42,7 +42,6 @@ class Tokens:
                                        _to_json(record), 0)])
         if written is None:
             raise Conflict(f"token {record['name']!r} already exists.")
-        self.tokens_view.write_through(written)
 
     async def list_tokens(self) -> list[dict]:
         """Every token's name, role and creation time (never its hash), by name."""

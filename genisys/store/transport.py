@@ -7,6 +7,7 @@ the sentence names the rule the token lacks) or ConsulError (any other refusal):
 py-consul's exceptions never leave the package.
 """
 
+import base64
 import json
 import time
 
@@ -16,10 +17,13 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 
 from genisys.httpclient import close_client, curl_client
 from genisys.metrics import ReplicaMetrics, consul_op
+from genisys.store.values import Entry, _kv
 
 SERVICE_NAME = "genisys"  # the catalog service every replica registers as
 
 _READ_VERBS = ("get", "get-tree", "check-index", "check-session", "check-not-exists")
+_WRITE_VERBS = ("set", "cas")
+_DELETE_VERBS = ("delete", "delete-cas")
 
 
 class ConsulUnavailable(Exception):
@@ -168,3 +172,93 @@ def _denials(ops: list[dict], body: str, key_prefixes) -> list[str]:
             access = "read" if op["Verb"] in _READ_VERBS else "write"
             denied.append(denied_key(op["Key"], access, key_prefixes))
     return denied
+
+
+async def transact(consul: "_Consul", ops: list[dict]) -> tuple[dict[str, Entry], set[str]] | None:
+    """Run a Consul transaction: the entries its set and cas operations wrote and the keys
+    it deleted, or None when it was rolled back (a check failed)."""
+    written_keys = {op["KV"]["Key"] for op in ops if op["KV"]["Verb"] in _WRITE_VERBS}
+    values = {op["KV"]["Key"]: base64.b64decode(op["KV"]["Value"]) for op in ops
+              if op["KV"]["Verb"] in _WRITE_VERBS}
+    deleted = {op["KV"]["Key"] for op in ops if op["KV"]["Verb"] in _DELETE_VERBS}
+
+    def outcome(response):
+        if response.code == 409:
+            _raise_if_denied(ops, response.body, consul.http.key_prefixes)
+            return None
+        if response.code != 200:
+            raise ConsulError(f"transaction refused ({response.code}): {response.body[:200]}")
+        results = [r["KV"] for r in json.loads(response.body).get("Results") or ()
+                   if r.get("KV") and r["KV"]["Key"] in written_keys]
+        return {r["Key"]: Entry(r["Key"], values[r["Key"]], r["CreateIndex"], r["ModifyIndex"])
+                for r in results}, deleted
+
+    return await consul.http.put(outcome, "/v1/txn", data=json.dumps(ops),
+                                 headers=consul.prepare_headers())
+
+
+async def read_keys(consul: "_Consul", keys: list[str], present: set[str]) -> dict[str, Entry]:
+    """Read up to 64 `keys` in one transaction (as of one moment): the entries of those
+    that exist. `present` guesses which exist: those are read with `get`, which fails the
+    transaction when the key is missing (it is then read again the other way); the others
+    with `get-tree` of the key itself, which never fails but also returns the keys that
+    extend it (`web` brings `web-2`: skipped). `check-not-exists` would need write
+    permission."""
+    wanted = set(keys)
+    guess = {key for key in keys if key in present}
+    for _ in range(len(keys) + 1):  # each refusal turns a failed `get` into a `get-tree`
+        ops = [_kv("get" if key in guess else "get-tree", key) for key in keys]
+        answer = await consul.http.put(
+            lambda response, ops=ops: _read_outcome(ops, response, consul.http.key_prefixes),
+            "/v1/txn", data=json.dumps(ops), headers=consul.prepare_headers())
+        if isinstance(answer, set):
+            if not answer & guess:
+                break
+            guess -= answer
+            continue
+        return {key: entry for key, entry in answer.items() if key in wanted}
+    raise ConsulError(f"Consul refused a read of {keys[0]} and others")
+
+
+def _read_outcome(ops: list[dict], response, key_prefixes) -> dict[str, Entry] | set[str]:
+    """The entries read, or the keys a `get` found missing."""
+    if response.code == 409:
+        _raise_if_denied(ops, response.body, key_prefixes)
+        missing = set()
+        for error in json.loads(response.body).get("Errors") or ():
+            what = str(error.get("What"))
+            if not what.endswith("doesn't exist"):
+                raise ConsulError(f"Consul refused a read of {ops[0]['KV']['Key']}: {what[:200]}")
+            missing.add(ops[error["OpIndex"]]["KV"]["Key"])
+        return missing
+    if response.code != 200:
+        raise ConsulError(f"transaction refused ({response.code}): {response.body[:200]}")
+    return {r["KV"]["Key"]: Entry(r["KV"]["Key"], base64.b64decode(r["KV"].get("Value") or ""),
+                                  r["KV"]["CreateIndex"], r["KV"]["ModifyIndex"])
+            for r in json.loads(response.body).get("Results") or () if r.get("KV")}
+
+
+async def read_prefix(consul: "_Consul", prefix: str, index: int = 0,
+                      wait: float | None = None) -> tuple[int, list[dict]]:
+    """Every key under `prefix` as Consul's JSON gives them (values still base64: decode
+    only those you use), with Consul's index; with `index` and `wait` a blocking query."""
+    index, body = await read_prefix_text(consul, prefix, index, wait)
+    return index, json.loads(body) if body else []
+
+
+async def read_prefix_text(consul: "_Consul", prefix: str, index: int = 0,
+                           wait: float | None = None) -> tuple[int, str]:
+    """read_prefix's answer before it is parsed ("" for no key): for a caller that
+    measures what parsing costs."""
+    params = [("recurse", "1")]
+    if index and wait:
+        params += [("index", str(index)), ("wait", f"{wait:g}s")]
+
+    def outcome(response):
+        if response.code not in (200, 404):
+            raise ConsulError(f"Consul refused a read of {prefix}: {response.body[:200]}")
+        return (int(response.headers.get("X-Consul-Index", 0)),
+                response.body if response.code == 200 else "")
+
+    return await consul.http.get(outcome, f"/v1/kv/{prefix}", params=params,
+                                 headers=consul.prepare_headers())

@@ -1,11 +1,11 @@
-"""PrefixView: a local copy of a Consul prefix, kept current by blocking queries (an
-"informer", in Kubernetes terms)."""
+"""PrefixView: a local copy of a small Consul prefix (the API tokens), kept current by
+blocking queries (an "informer", in Kubernetes terms). Each change re-reads the whole
+prefix: for the large ones, see genisys/store/mirror.py."""
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 
+from genisys.store.sync import SyncState
 from genisys.store.transport import ConsulError, ConsulUnavailable, _Consul
 from genisys.store.values import Entry, _entry
 
@@ -19,22 +19,17 @@ WATCH_WAIT_SECONDS = 10
 class PrefixView:
     """A local copy of every key under a prefix, kept current by blocking queries.
 
-    `entries` is only trustworthy while `synced`; after a failed query it is not, until
-    the next successful one. `on_change` is called with the changed keys after each change.
-    A replica's own writes show at once (`write_through`), without re-reading the prefix:
-    that would cost a read of every key per write.
+    `entries` is only trustworthy while `state.synced`; after a failed query it is not,
+    until the next successful one. A replica's own writes show at once (`write_through`),
+    without re-reading the prefix.
     """
 
-    def __init__(self, client: _Consul, prefix: str,
-                 on_change: Callable[[set[str]], None] | None = None):
+    def __init__(self, client: _Consul, prefix: str):
         self._client = client
         self.prefix = prefix
-        self.on_change = on_change
         self.entries: dict[str, Entry] = {}
         self.index = 0
-        self.synced = False
-        self.error: Exception | None = None  # why the last read failed, while not synced
-        self.out_of_sync_since: float | None = time.monotonic()  # None while synced
+        self.state = SyncState(f"the keys under {prefix}")
         self._task: asyncio.Task | None = None
         self._own: dict[str, Entry] = {}  # own writes the watch has not brought back yet
 
@@ -50,14 +45,14 @@ class PrefixView:
         """Show this replica's own writes now; Consul's answer as of their index, or a
         later one, replaces them (so an older answer still in flight cannot undo them)."""
         self._own.update((entry.key, entry) for entry in written)
-        self._set({**self.entries, **self._own}, self.index)
+        self.entries.update((entry.key, entry) for entry in written)
 
     async def refresh(self) -> None:
         """Read the prefix now (not blocking) and install it: read-your-writes."""
         try:
             index, items = await self._client.kv.get(self.prefix, recurse=True)
         except (ConsulUnavailable, ConsulError) as exc:
-            self._lost(exc)
+            self.state.lost(exc)
             raise
         self._install(int(index), items, force=False)
 
@@ -71,9 +66,9 @@ class PrefixView:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the watch must never die; it retries with back-off
-                if self.synced or failures == 0 or str(exc) != str(self.error):
+                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
                     log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self._lost(exc)
+                self.state.lost(exc)
                 failures += 1
                 await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
                 continue
@@ -90,18 +85,5 @@ class PrefixView:
         entries = {item["Key"]: _entry(item) for item in items or ()}
         self._own = {} if force else {k: e for k, e in self._own.items() if e.modify_index > index}
         entries.update(self._own)
-        self.synced, self.error, self.out_of_sync_since = True, None, None
-        self._set(entries, index)
-
-    def _lost(self, exc: Exception) -> None:
-        if self.synced:
-            self.out_of_sync_since = time.monotonic()
-        self.synced, self.error = False, exc
-
-    def _set(self, entries: dict[str, Entry], index: int) -> None:
-        # A new dict each time: readers may cache what they derive from `entries` by identity.
-        changed = {key for key in entries.keys() | self.entries.keys()
-                   if entries.get(key) != self.entries.get(key)}
+        self.state.ok()
         self.entries, self.index = entries, index
-        if changed and self.on_change:
-            self.on_change(changed)

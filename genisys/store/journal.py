@@ -1,0 +1,137 @@
+"""The change journal: one key per service, `{key_prefix}changes/services/<svc>`, and per
+compute, `{key_prefix}changes/computes/<name>`, set in the transaction of every Genisys
+write of that service's desired state or that compute (a `set`: writers never contend on
+it). Every replica watches this small prefix instead of the large ones, and re-reads only
+what an entry newer than the one it processed names.
+
+The leader deletes an entry once it has seen it for `grace` seconds (delete-cas at the
+index it saw: an entry rewritten meanwhile stays). A replica whose watch had no answer for
+`grace / 2` may have missed an entry written and deleted meanwhile: it resynchronises
+everything instead, as when Consul's index goes backwards (a restored snapshot).
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from genisys.store.transport import _Consul, read_prefix, transact
+from genisys.store.values import TXN_OPS, _kv
+from genisys.store.sync import SyncState
+
+log = logging.getLogger(__name__)
+
+SERVICES = "services/"
+COMPUTES = "computes/"
+# Long enough for a quiet journal to cost almost nothing, short enough that a Consul that
+# hangs is noticed within seconds.
+MAX_WAIT = 10.0
+# An answer that took longer than this to process (a journal swollen by a burst of
+# writes) is followed by a pause nine times as long: the watch stays under ~10% of a CPU.
+SLOW_ANSWER = 0.02
+
+
+class Journal:
+    def __init__(self, consul: _Consul, prefix: str, grace: float,
+                 on_changed: Callable[[set[str]], None], on_gap: Callable[[str], None]):
+        self._consul = consul
+        self.prefix = prefix
+        self.grace = grace
+        # An answer comes at least every `wait` (+1/16): well inside grace / 2.
+        self.wait = min(MAX_WAIT, grace / 4)
+        self.on_changed = on_changed  # the keys of entries newer than processed
+        self.on_gap = on_gap  # why everything must be read again
+        self.state = SyncState(f"the change journal {prefix}")
+        self.index = 0
+        self.processed: dict[str, int] = {}  # entry key -> the ModifyIndex handled
+        self.trimming = False  # set while this replica leads
+        self._first_seen: dict[str, tuple[int, float]] = {}  # key -> (index, monotonic)
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._watch()), loop.create_task(self._trim())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def mark(self, key: str, index: int) -> None:
+        """This replica wrote entry `key` at `index` (and applied the write): nothing to
+        re-read for it."""
+        self.processed[key] = max(index, self.processed.get(key, 0))
+
+    async def _watch(self) -> None:
+        failures, answered_at = 0, None
+        while True:
+            try:
+                index, items = await read_prefix(self._consul, self.prefix, self.index,
+                                                 self.wait)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the watch must never die; it retries with back-off
+                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
+                    log.warning("lost the watch on %s: %s", self.prefix, exc)
+                self.state.lost(exc)
+                failures += 1
+                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+                continue
+            started = time.monotonic()
+            if failures:
+                log.info("watching %s again", self.prefix)
+            failures = 0
+            gap = None if answered_at is None else started - answered_at
+            answered_at = started
+            self.state.ok()
+            self._answered(index, {item["Key"]: item["ModifyIndex"] for item in items}, gap)
+            took = time.monotonic() - started
+            if took > SLOW_ANSWER:
+                await asyncio.sleep(min(9 * took, self.grace / 8))
+
+    def _answered(self, index: int, entries: dict[str, int], gap: float | None) -> None:
+        reason = None
+        if gap is not None and gap > self.grace / 2:
+            reason = (f"no answer from its watch on {self.prefix} for {gap:.1f}s (more than "
+                      f"half the journal's grace of {self.grace:g}s)")
+        elif index < self.index:
+            reason = f"Consul's index went backwards ({self.index} to {index})"
+        changed = {key for key, at in entries.items() if at > self.processed.get(key, 0)}
+        # An entry absent from the answer is forgotten, unless this replica wrote it after
+        # the answer was made.
+        self.processed = {key: at for key, at in self.processed.items() if at > index}
+        for key, at in entries.items():
+            self.mark(key, at)
+        self.index = index
+        if self.trimming:
+            now = time.monotonic()
+            self._first_seen = {key: seen if (seen := self._first_seen.get(key)) and seen[0] == at
+                                else (at, now) for key, at in entries.items()}
+        if reason:
+            self.on_gap(reason)
+        elif changed:
+            self.on_changed(changed)
+
+    async def _trim(self) -> None:
+        """While leading: delete the entries seen for longer than the grace period."""
+        while True:
+            await asyncio.sleep(self.grace / 4)
+            if not self.trimming:
+                self._first_seen = {}
+                continue
+            now = time.monotonic()
+            old = [(key, at) for key, (at, seen) in self._first_seen.items()
+                   if now - seen >= self.grace]
+            try:
+                for start in range(0, len(old), TXN_OPS):
+                    await self._delete(old[start:start + TXN_OPS])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next round tries again
+                log.warning("could not trim the change journal %s: %s", self.prefix, exc)
+
+    async def _delete(self, entries: list[tuple[str, int]]) -> None:
+        ops = [_kv("delete-cas", key, index=at) for key, at in entries]
+        if await transact(self._consul, ops) is None and len(entries) > 1:
+            for key, at in entries:  # one was rewritten meanwhile: it stays, the rest go
+                await transact(self._consul, [_kv("delete-cas", key, index=at)])

@@ -1,0 +1,398 @@
+"""Mirror: this replica's copy of the compute registry and of every service's desired state
+(total, placement, lifecycle flags), kept current at the cost of what changed.
+
+- Its own writes: every transaction this replica commits is applied at once (`apply`),
+  key by key: read-your-writes, without reading anything.
+- Other replicas' writes: each names its service or compute in the change journal
+  (genisys/store/journal.py); an entry newer than the one processed makes the mirror
+  re-read that service's total, placement and flags in ONE transaction, and install them
+  together: no reader ever sees a new total beside an old placement.
+- Other tools' totals (skynet/resources/<svc>, no journal entry): a BoundedWatch of the
+  resources prefix compares ModifyIndexes, without decoding values, and re-reads the
+  services whose total changed, in the same per-service transaction.
+- A resync reads everything again when the journal cannot be trusted (no answer for half
+  its grace period, Consul's index going backwards), on start, or when more changed at
+  once than re-reading one by one is worth.
+
+Reads are serialised per key: one round of re-reads at a time, and a service this replica
+writes while its re-read is in flight is re-read again rather than installed from a read
+that may predate the write.
+"""
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable
+from itertools import chain
+
+from genisys.model import NAME_PATTERN
+from genisys.store.journal import COMPUTES, SERVICES, Journal
+from genisys.store.sync import SyncState
+from genisys.store.tables import (
+    ABSENT,
+    ComputeTable,
+    DesiredRecord,
+    ServiceTable,
+    StoredCompute,
+)
+from genisys.store.transport import _Consul, read_keys, read_prefix
+from genisys.store.values import (
+    TXN_OPS,
+    Entry,
+    _from_json,
+    _parse_placement,
+    _parse_total,
+    _valid_names,
+    _warn_once,
+)
+from genisys.store.watch import BoundedWatch
+
+log = logging.getLogger(__name__)
+
+# More changes than this at once (a bulk write of totals, a journal swollen after a
+# burst) are read with one resync rather than one transaction per 21 services.
+RESYNC_ABOVE = 2000
+READERS = 4  # transactions of re-reads in flight at once
+
+
+class Mirror:
+    def __init__(self, consul: _Consul, *, key_prefix: str, resources_prefix: str,
+                 grace: float, resources_pause: float,
+                 on_services: Callable[[set[str]], None], on_computes: Callable[[], None]):
+        self._consul = consul
+        self.computes_prefix = f"{key_prefix}computes/"
+        self.placements_prefix = f"{key_prefix}placements/"
+        self.lifecycle_prefix = f"{key_prefix}lifecycle/"
+        self.resources_prefix = resources_prefix
+        self.journal_prefix = f"{key_prefix}changes/"
+        self.services = ServiceTable()
+        self.computes = ComputeTable()
+        self.on_services = on_services
+        self.on_computes = on_computes
+        self.journal = Journal(consul, self.journal_prefix, grace, self._journaled, self.resync)
+        self.resources = BoundedWatch(consul, resources_prefix, self._totals_seen,
+                                      min_pause=resources_pause)
+        self.registry = BoundedWatch(consul, self.computes_prefix, self._computes_seen,
+                                     min_pause=resources_pause)
+        self.state = SyncState("the compute registry and the desired state")
+        self._pending_services: set[str] = set()
+        self._pending_computes: set[str] = set()
+        self._resync_reason: str | None = "starting"
+        # While reads are in flight: what this replica wrote meanwhile (kind, name).
+        self._written_meanwhile: set[tuple[str, str]] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def parts(self) -> tuple[SyncState, ...]:
+        return (self.state, self.journal.state, self.resources.state, self.registry.state)
+
+    @property
+    def synced(self) -> bool:
+        return all(part.synced for part in self.parts)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self.journal.start()
+        self.resources.start()
+        self.registry.start()
+
+    async def stop(self) -> None:
+        await self.journal.stop()
+        await self.resources.stop()
+        await self.registry.stop()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def journal_key(self, kind: str, name: str) -> str:
+        return f"{self.journal_prefix}{kind}{name}"
+
+    def service_keys(self, service: str) -> list[str]:
+        """The keys of a service's desired state, read together."""
+        return [self.resources_prefix + service, self.placements_prefix + service,
+                self.lifecycle_prefix + service]
+
+    def resync(self, reason: str) -> None:
+        """Read everything again (soon, on the mirror's task)."""
+        if self._resync_reason is None:
+            self._resync_reason = reason
+        self._wake.set()
+
+    # -- this replica's writes ------------------------------------------------------------
+
+    def apply(self, written: dict[str, Entry], deleted: set[str]) -> None:
+        """Install what a transaction of this replica wrote and deleted, key by key."""
+        services: dict[str, dict[str, Entry | None]] = {}
+        computes: dict[str, Entry | None] = {}
+        for key, entry in chain(written.items(), ((key, None) for key in deleted)):
+            if key.startswith(self.journal_prefix):
+                if entry is not None:
+                    self.journal.mark(key, entry.modify_index)
+                continue
+            part, name = self._classify(key)
+            if part == "compute":
+                computes[name] = entry
+            elif part is not None:
+                services.setdefault(name, {})[part] = entry
+        changed = {name for name, parts in services.items()
+                   if self.services.put(name, self.record(parts, self.services.get(name)))}
+        computes_changed = False
+        for name, entry in computes.items():
+            computes_changed |= self.computes.put(name, StoredCompute.decode(name, entry))
+        if self._written_meanwhile is not None:
+            self._written_meanwhile |= {("service", name) for name in services}
+            self._written_meanwhile |= {("compute", name) for name in computes}
+        self._notify(changed, computes_changed)
+
+    def _classify(self, key: str) -> tuple[str | None, str]:
+        for part, prefix in (("total", self.resources_prefix), ("compute", self.computes_prefix),
+                             ("placement", self.placements_prefix),
+                             ("flags", self.lifecycle_prefix)):
+            if key.startswith(prefix):
+                name = key[len(prefix):]
+                return (part, name) if NAME_PATTERN.fullmatch(name) else (None, name)
+        return None, key
+
+    @staticmethod
+    def record(parts: dict[str, Entry | None], base: DesiredRecord = ABSENT) -> DesiredRecord:
+        """`base` with the parts read or written replaced: "total", "placement", "flags"
+        (an absent key: None)."""
+        fields = {}
+        if "total" in parts:
+            entry = parts["total"]
+            total = _parse_total(entry.value) if entry else None
+            if entry and total is None:
+                _warn_once(f"ignoring {entry.key}: its value {entry.value[:40]!r} is not a count")
+            fields.update(total=total, total_index=entry.modify_index if entry else 0)
+        if "placement" in parts:
+            entry = parts["placement"]
+            fields.update(placement=_parse_placement(entry.value) if entry else {},
+                          placement_index=entry.modify_index if entry else 0)
+        if "flags" in parts:
+            entry = parts["flags"]
+            flags = _from_json(entry.value) if entry else None
+            fields.update(flags=flags if isinstance(flags, dict) else {},
+                          flags_index=entry.modify_index if entry else 0)
+        return DesiredRecord(**{name: fields.get(name, getattr(base, name))
+                                for name in DesiredRecord.__slots__})
+
+    def _notify(self, services: set[str], computes: bool) -> None:
+        if services:
+            self.on_services(services)
+        if computes:
+            self.on_computes()
+
+    # -- what others wrote ------------------------------------------------------------------
+
+    def _journaled(self, keys: set[str]) -> None:
+        """Journal entries newer than processed: re-read what they name."""
+        for key in keys:
+            kind, _, name = key[len(self.journal_prefix):].partition("/")
+            if f"{kind}/" == SERVICES:
+                self._pending_services.add(name)
+            elif f"{kind}/" == COMPUTES:
+                self._pending_computes.add(name)
+        self._wake.set()
+
+    def reread(self, services: set[str]) -> None:
+        """Read these services again from Consul (a check-and-set lost to a writer that
+        set no journal entry); subscribers hear of those that changed."""
+        self._pending_services |= services
+        self._wake.set()
+
+    def _totals_seen(self, index: int, indexes: dict[str, int]) -> None:
+        """An answer of the resources watch: re-read the services whose total is newer
+        than ours, appeared, or disappeared."""
+        changed = _newer(indexes, self.resources_prefix, index, {
+            name: record.total_index for name, record in self.services.records.items()
+            if record.total_index})
+        if len(changed) > RESYNC_ABOVE:
+            self.resync(f"{len(changed)} totals under {self.resources_prefix} changed at once")
+        elif changed:
+            self._pending_services |= changed
+            self._wake.set()
+
+    def _computes_seen(self, index: int, indexes: dict[str, int]) -> None:
+        """An answer of the registry watch (a compute written by another tool, or by
+        Consul's own CLI): re-read the computes newer than ours."""
+        changed = _newer(indexes, self.computes_prefix, index, {
+            name: stored.modify_index for name, stored in self.computes.entries.items()})
+        if changed:
+            self._pending_computes |= changed
+            self._wake.set()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not (self._resync_reason or self._pending_services or self._pending_computes):
+                await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._resync_reason:
+                    await self._resync()
+                else:
+                    await self._read_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never dies: retries with back-off
+                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
+                    log.warning("could not read the desired state from Consul: %s", exc)
+                self.state.lost(exc)
+                failures += 1
+                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+                continue
+            failures = 0
+            if not self._resync_reason:
+                self.state.ok()
+
+    async def _read_pending(self) -> None:
+        services, self._pending_services = self._pending_services, set()
+        computes, self._pending_computes = self._pending_computes, set()
+        if len(services) + len(computes) > RESYNC_ABOVE:
+            self.resync(f"{len(services) + len(computes)} changes at once")
+            return
+        self._written_meanwhile = set()
+        try:
+            records, stored = await self._read(services, computes)
+        except BaseException:
+            self._pending_services |= services
+            self._pending_computes |= computes
+            raise
+        finally:
+            meanwhile, self._written_meanwhile = self._written_meanwhile, None
+        self._install(records, stored, meanwhile)
+
+    async def _read(self, services: set[str], computes: set[str]
+                    ) -> tuple[dict[str, DesiredRecord], dict[str, StoredCompute | None]]:
+        """Read the services' desired states (each in one transaction with its three
+        keys) and the computes, fresh from Consul."""
+        units = [("service", name, self.service_keys(name)) for name in services]
+        units += [("compute", name, [self.computes_prefix + name]) for name in computes]
+        batches, batch = [], []
+        for unit in units:
+            if sum(len(keys) for _, _, keys in batch) + len(unit[2]) > TXN_OPS:
+                batches.append(batch)
+                batch = []
+            batch.append(unit)
+        if batch:
+            batches.append(batch)
+        limit = asyncio.Semaphore(READERS)
+
+        async def read(batch):
+            async with limit:
+                keys = [key for _, _, unit_keys in batch for key in unit_keys]
+                return batch, await read_keys(self._consul, keys, self._likely_present(batch))
+
+        records, stored = {}, {}
+        for batch, found in await asyncio.gather(*(read(b) for b in batches)):
+            for kind, name, keys in batch:
+                if kind == "compute":
+                    stored[name] = StoredCompute.decode(name, found.get(keys[0]))
+                else:
+                    records[name] = self.record(dict(zip(
+                        ("total", "placement", "flags"), (found.get(key) for key in keys))))
+        return records, stored
+
+    def _likely_present(self, batch) -> set[str]:
+        """The keys a read should `get` (read_keys): those this replica has, and the total
+        and placement of a service it does not know yet."""
+        present = set()
+        for kind, name, keys in batch:
+            if kind == "compute":
+                present.add(keys[0])
+                continue
+            record = self.services.records.get(name)
+            for key, index in zip(keys, (record.total_index, record.placement_index,
+                                         record.flags_index) if record else (1, 1, 0)):
+                if index:
+                    present.add(key)
+        return present
+
+    def _install(self, records: dict[str, DesiredRecord],
+                 stored: dict[str, StoredCompute | None], meanwhile: set) -> None:
+        """Install what was read, except what this replica wrote while reading: that is
+        read again (the read may predate the write)."""
+        changed, computes_changed = set(), False
+        for name, record in records.items():
+            if ("service", name) in meanwhile:
+                self._pending_services.add(name)
+            elif self.services.put(name, record):
+                changed.add(name)
+        for name, entry in stored.items():
+            if ("compute", name) in meanwhile:
+                self._pending_computes.add(name)
+            else:
+                computes_changed |= self.computes.put(name, entry)
+        if self._pending_services or self._pending_computes:
+            self._wake.set()
+        self._notify(changed, computes_changed)
+
+    async def _resync(self) -> None:
+        reason, self._resync_reason = self._resync_reason, None
+        (log.info if reason == "starting" else log.warning)(
+            "reading the whole compute registry and desired state from Consul: %s", reason)
+        self._written_meanwhile = set()
+        try:
+            records, stored = await self._read_everything()
+        except BaseException:
+            self._resync_reason = self._resync_reason or reason
+            raise
+        finally:
+            meanwhile, self._written_meanwhile = self._written_meanwhile, None
+        records.update({name: ABSENT for name in self.services.records
+                        if name not in records})
+        stored.update({name: None for name in self.computes.entries if name not in stored})
+        self._install(records, stored, meanwhile)
+
+    async def _read_everything(self) -> tuple[dict[str, DesiredRecord],
+                                              dict[str, StoredCompute | None]]:
+        """Every compute and service, one prefix at a time (a transaction of get-tree
+        operations would hold them all in memory at once); then, read again one by one,
+        those the journal says were written after the first prefix was read: a total
+        and a placement written together between two reads are never seen apart."""
+        first, items = await read_prefix(self._consul, self.computes_prefix)
+        stored = {name: StoredCompute.decode(name, _entry(item)) for item in items
+                  if (name := item["Key"][len(self.computes_prefix):])}
+        records: dict[str, DesiredRecord] = {}
+        for part, prefix in (("total", self.resources_prefix),
+                             ("placement", self.placements_prefix),
+                             ("flags", self.lifecycle_prefix)):
+            _, items = await read_prefix(self._consul, prefix)
+            by_key = {item["Key"]: item for item in items}
+            del items
+            for name in _valid_names(by_key, prefix):
+                records[name] = self.record({part: _entry(by_key[prefix + name])},
+                                            records.get(name, ABSENT))
+        _, journal = await read_prefix(self._consul, self.journal_prefix)
+        later = {item["Key"][len(self.journal_prefix):].partition("/")
+                 for item in journal if item["ModifyIndex"] > first}
+        fresh_records, fresh_stored = await self._read(
+            {name for kind, _, name in later if f"{kind}/" == SERVICES},
+            {name for kind, _, name in later if f"{kind}/" == COMPUTES})
+        records.update(fresh_records)
+        stored.update(fresh_stored)
+        return records, stored
+
+
+def _entry(item: dict) -> Entry:
+    """An item of Consul's JSON, its value decoded."""
+    return Entry(item["Key"], base64.b64decode(item.get("Value") or ""), item["CreateIndex"],
+                 item["ModifyIndex"])
+
+
+def _newer(indexes: dict[str, int], prefix: str, index: int, ours: dict[str, int]) -> set[str]:
+    """The names whose key under `prefix` (key -> ModifyIndex, as of Consul's `index`) is
+    newer than `ours` (name -> ModifyIndex), appeared, or disappeared; values unread."""
+    changed, seen = set(), set()
+    for key, at in indexes.items():
+        name = key[len(prefix):]
+        if name not in ours:
+            if _valid_names([key], prefix):
+                changed.add(name)
+        elif at > ours[name]:
+            changed.add(name)
+        seen.add(name)
+    return changed | {name for name, at in ours.items() if at <= index and name not in seen}

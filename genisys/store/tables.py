@@ -1,0 +1,140 @@
+"""This replica's copy of the compute registry and of every service's desired state: two
+tables changed in place, one entry at a time, each with a version number that readers
+cache what they derive by (no copy of a table per change)."""
+
+from dataclasses import dataclass, field
+
+from genisys.model import Compute, ValidationError, url_identity
+from genisys.placement import ComputeSpec
+from genisys.store.values import Entry, _from_json, _warn_once
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredRecord:
+    """A service's desired total and placement, with their ModifyIndexes (0: absent)."""
+    total: int | None
+    total_index: int
+    placement: dict[str, int]
+    placement_index: int
+    flags: dict = field(default_factory=dict)  # lifecycle flags: paused, deleting
+    flags_index: int = 0
+
+    @property
+    def index(self) -> int:
+        """What a scale's If-Match checks: the later of the two ModifyIndexes."""
+        return max(self.total_index, self.placement_index)
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.total_index or self.placement_index or self.flags_index)
+
+
+ABSENT = DesiredRecord(None, 0, {}, 0)
+
+
+class ServiceTable:
+    """Every service's DesiredRecord, by name."""
+
+    def __init__(self):
+        self.records: dict[str, DesiredRecord] = {}
+        self.version = 0
+
+    def get(self, name: str) -> DesiredRecord:
+        return self.records.get(name, ABSENT)
+
+    def put(self, name: str, record: DesiredRecord) -> bool:
+        """Install `record` (ABSENT-like removes the service); True when that changed it."""
+        if self.records.get(name, ABSENT) == record:
+            return False
+        if record.exists:
+            self.records[name] = record
+        else:
+            self.records.pop(name, None)
+        self.version += 1
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCompute:
+    compute: Compute
+    modify_index: int
+    create_index: int
+
+    @classmethod
+    def decode(cls, name: str, entry: Entry | None) -> "StoredCompute | None":
+        """The compute in `entry`; None when absent, or when its value is not a definition
+        of compute `name` (skipped with a warning)."""
+        if entry is None:
+            return None
+        try:
+            compute = Compute.from_stored(_from_json(entry.value))
+        except ValidationError as exc:
+            _warn_once(f"ignoring {entry.key}: its value is not a compute definition ({exc})")
+            return None
+        if compute.name != name:
+            _warn_once(f"ignoring {entry.key}: its value names compute {compute.name!r}")
+            return None
+        return cls(compute, entry.modify_index, entry.create_index)
+
+
+class ComputeTable:
+    """Every compute, by name; its definition order and connector owners derived on
+    demand and cached until the next change."""
+
+    def __init__(self):
+        self.entries: dict[str, StoredCompute] = {}
+        self.version = 0
+        self._owners: dict[str, set[str]] = {}  # connector identity -> compute names
+        self._derived_version = -1
+        self._ordered: list[tuple[Compute, int]] = []
+        self._connectors: dict[str, str] = {}
+        self._specs: dict[str, ComputeSpec] = {}
+
+    def get(self, name: str) -> StoredCompute | None:
+        return self.entries.get(name)
+
+    def put(self, name: str, stored: StoredCompute | None) -> bool:
+        """Install `stored` (None removes the compute); True when that changed it."""
+        old = self.entries.get(name)
+        if old == stored:
+            return False
+        if old is not None:
+            owners = self._owners[url_identity(old.compute.connector)]
+            owners.discard(name)
+            if not owners:
+                del self._owners[url_identity(old.compute.connector)]
+        if stored is None:
+            del self.entries[name]
+        else:
+            self.entries[name] = stored
+            self._owners.setdefault(url_identity(stored.compute.connector), set()).add(name)
+        self.version += 1
+        return True
+
+    def owners(self, connector: str) -> set[str]:
+        """The computes whose connector is `connector` (by url_identity)."""
+        return self._owners.get(url_identity(connector), set())
+
+    def ordered(self) -> list[tuple[Compute, int]]:
+        """Every compute with its ModifyIndex, in definition order (CreateIndex)."""
+        self._derive()
+        return self._ordered
+
+    def connectors(self) -> dict[str, str]:
+        """Compute name -> connector URL, in definition order."""
+        self._derive()
+        return self._connectors
+
+    def specs(self) -> dict[str, ComputeSpec]:
+        self._derive()
+        return self._specs
+
+    def _derive(self) -> None:
+        if self._derived_version == self.version:
+            return
+        stored = sorted(self.entries.items(),
+                        key=lambda item: (item[1].create_index, item[0]))
+        self._ordered = [(s.compute, s.modify_index) for _, s in stored]
+        self._connectors = {c.name: c.connector for c, _ in self._ordered}
+        self._specs = {c.name: c.spec for c, _ in self._ordered}
+        self._derived_version = self.version
