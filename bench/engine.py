@@ -53,6 +53,7 @@ from bench import loadgen
 from bench.api import create_compute
 from bench.proc import OtherLoad, memory_mb
 from bench.reconcile import scale_through
+from genisys.config import ConsulSection
 from tests.connector_helpers import CountingConnector
 from tests.faulty_connector import FaultyProcess
 from tests.support import (ConsulAgent, Replica, TimedOut, percentile, the_leader,
@@ -91,6 +92,8 @@ class Bench:
         print(f"  {figure}: {measured}  [target {target}: {verdict(met)}]", flush=True)
 
     def replicas(self, count: int, prefix: str, settings: dict) -> list[Replica]:
+        # The shipped consul.timeout, not the tests' 2s (tests/support.py).
+        settings = {**settings, "consul": {"timeout": f"{ConsulSection.timeout:g}s"}}
         started = []
         for _ in range(count):
             replica = Replica(self.consul.address, prefix, settings)
