@@ -175,16 +175,6 @@ class KitMetrics:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)
         self.backend = backend
-        self.full_cycles = Counter(
-            "genisys_reconcile_full_cycles_total", "Full passes over every service, by reason "
-            "(poll: the safety net every poll_interval; start: a new term; computes: the "
-            "registry changed; retry: the previous pass failed).", ["reason"],
-            registry=registry)
-        self.requeues = Counter(
-            "genisys_reconcile_requeues_total", "Services handled again, alone, by reason "
-            "(conflict: a placement check-and-set lost to another writer; in_progress: an "
-            "order in progress re-observed; unavailable: the local view was not in sync).",
-            ["reason"], registry=registry)
         self.orders_total = Counter(
             "genisys_connector_orders_total", "Scale orders this connector received, by "
             "result (done, replaced by a newer order, refused, failed).",

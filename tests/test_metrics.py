@@ -88,7 +88,7 @@ def test_metrics_move_with_a_scale_a_failing_compute_its_removal_and_a_pause(
     assert value(samples, "genisys_services", state="paused") == 0
     assert value(samples, "genisys_consul_request_duration_seconds_count", op="txn") >= 1
     assert value(samples, "genisys_consul_request_duration_seconds_count", op="kv_watch") >= 1
-    for view in ("computes", "resources", "placements"):
+    for view in ("desired", "journal", "resources", "computes", "tokens"):
         assert value(samples, "genisys_view_lag_seconds", view=view) == 0
     # The route pattern, never the raw path: no label anywhere names the service.
     assert value(samples, "genisys_http_requests_total", route="/service/{svc}/scale",

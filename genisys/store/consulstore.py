@@ -52,7 +52,7 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
                  key_prefix: str = "genisys/", resources_key_prefix: str = "skynet/resources/",
                  timeout: float = 5.0, verify: bool | str = True,
                  cert: tuple[str, str] | None = None, metrics: ReplicaMetrics | None = None,
-                 journal_grace: float = JOURNAL_GRACE, resources_pause: float = 1.0):
+                 journal_grace: float = JOURNAL_GRACE, watch_pause: float = 1.0):
         self.address = f"{scheme}://{host}:{port}"
         self.key_prefix = key_prefix
         self.resources_key_prefix = resources_key_prefix
@@ -71,7 +71,7 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
         self._listeners: list[tuple[Callable[[set[str]], None], Callable[[], None]]] = []
         self.mirror = Mirror(self.consul, key_prefix=key_prefix,
                              resources_prefix=resources_key_prefix, grace=journal_grace,
-                             resources_pause=resources_pause,
+                             watch_pause=watch_pause,
                              on_services=self._services_changed,
                              on_computes=self._computes_changed)
         # Statuses and events are not watched: the leader rewrites them after its orders,

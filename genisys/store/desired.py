@@ -118,6 +118,13 @@ class DesiredState:
     async def set_paused(self, service: str, paused: bool) -> bool:
         """Pause or resume `service`; True when that changed its flag. Conflict while it
         is being deleted."""
+        return await self.change_flags(
+            service, lambda flags: None if bool(flags.get("paused")) == paused
+            else {**flags, "paused": paused})
+
+    async def change_flags(self, service: str, change) -> bool:
+        """Replace `service`'s lifecycle flags with change(flags) (None: leave them), by
+        check-and-set; True when they were written. Conflict while it is being deleted."""
         key = self.lifecycle_prefix + service
         for _ in range(MAX_ATTEMPTS):
             item = await self._read(key)
@@ -125,9 +132,10 @@ class DesiredState:
             flags = flags if isinstance(flags, dict) else {}
             if flags.get("deleting"):
                 raise Conflict(f"service {service!r} is being deleted.")
-            if bool(flags.get("paused")) == paused:
+            changed = change(flags)
+            if changed is None:
                 return False
-            if await self._txn([_kv("cas", key, _to_json({**flags, "paused": paused}),
+            if await self._txn([_kv("cas", key, _to_json(changed),
                                     item["ModifyIndex"] if item else 0),
                                 self._journal_op(SERVICES, service)]) is not None:
                 return True

@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from genisys.store.transport import _Consul, read_prefix, transact
+from genisys.store.transport import SlicedItems, _Consul, read_prefix_text, transact
 from genisys.store.values import TXN_OPS, _kv
-from genisys.store.sync import SyncState
+from genisys.store.sync import SyncState, answers
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,9 @@ COMPUTES = "computes/"
 # Long enough for a quiet journal to cost almost nothing, short enough that a Consul that
 # hangs is noticed within seconds.
 MAX_WAIT = 10.0
-# An answer that took longer than this to process (a journal swollen by a burst of
-# writes) is followed by a pause nine times as long: the watch stays under ~10% of a CPU.
-SLOW_ANSWER = 0.02
+# After each answer, a pause nine times as long as processing it took: the watch stays
+# under ~10% of a CPU even when a burst of writes swells the journal (a few ms otherwise).
+SHARE = 0.10
 
 
 class Journal:
@@ -63,31 +63,20 @@ class Journal:
         self.processed[key] = max(index, self.processed.get(key, 0))
 
     async def _watch(self) -> None:
-        failures, answered_at = 0, None
-        while True:
-            try:
-                index, items = await read_prefix(self._consul, self.prefix, self.index,
-                                                 self.wait)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch must never die; it retries with back-off
-                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
-                    log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.state.lost(exc)
-                failures += 1
-                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
-                continue
-            started = time.monotonic()
-            if failures:
-                log.info("watching %s again", self.prefix)
-            failures = 0
-            gap = None if answered_at is None else started - answered_at
-            answered_at = started
+        answered_at = None
+        async for index, body in answers(lambda: read_prefix_text(
+                self._consul, self.prefix, self.index, self.wait), self.state, self.prefix):
+            answered = time.monotonic()
+            gap = None if answered_at is None else answered - answered_at
+            answered_at = answered
             self.state.ok()
-            self._answered(index, {item["Key"]: item["ModifyIndex"] for item in items}, gap)
-            took = time.monotonic() - started
-            if took > SLOW_ANSWER:
-                await asyncio.sleep(min(9 * took, self.grace / 8))
+            items = SlicedItems(body)
+            entries = {item["Key"]: item["ModifyIndex"] async for item in items}
+            del body
+            started = time.monotonic()
+            self._answered(index, entries, gap)
+            took = items.busy + time.monotonic() - started
+            await asyncio.sleep(min(took * (1 - SHARE) / SHARE, self.grace / 8))
 
     def _answered(self, index: int, entries: dict[str, int], gap: float | None) -> None:
         reason = None

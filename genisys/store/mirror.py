@@ -57,7 +57,7 @@ READERS = 4  # transactions of re-reads in flight at once
 
 class Mirror:
     def __init__(self, consul: _Consul, *, key_prefix: str, resources_prefix: str,
-                 grace: float, resources_pause: float,
+                 grace: float, watch_pause: float,
                  on_services: Callable[[set[str]], None], on_computes: Callable[[], None]):
         self._consul = consul
         self.computes_prefix = f"{key_prefix}computes/"
@@ -71,15 +71,18 @@ class Mirror:
         self.on_computes = on_computes
         self.journal = Journal(consul, self.journal_prefix, grace, self._journaled, self.resync)
         self.resources = BoundedWatch(consul, resources_prefix, self._totals_seen,
-                                      min_pause=resources_pause)
+                                      min_pause=watch_pause)
         self.registry = BoundedWatch(consul, self.computes_prefix, self._computes_seen,
-                                     min_pause=resources_pause)
+                                     min_pause=watch_pause)
         self.state = SyncState("the compute registry and the desired state")
         self._pending_services: set[str] = set()
         self._pending_computes: set[str] = set()
         self._resync_reason: str | None = "starting"
         # While reads are in flight: what this replica wrote meanwhile (kind, name).
         self._written_meanwhile: set[tuple[str, str]] | None = None
+        # The watches' last answers while a resync is due: compared once it is done.
+        self._deferred: dict[Callable, tuple[int, dict[str, int]]] = {}
+        self._resyncing = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -204,6 +207,9 @@ class Mirror:
     def _totals_seen(self, index: int, indexes: dict[str, int]) -> None:
         """An answer of the resources watch: re-read the services whose total is newer
         than ours, appeared, or disappeared."""
+        if self._resync_reason or self._resyncing:
+            self._deferred[self._totals_seen] = (index, indexes)
+            return
         changed = _newer(indexes, self.resources_prefix, index, {
             name: record.total_index for name, record in self.services.records.items()
             if record.total_index})
@@ -216,6 +222,9 @@ class Mirror:
     def _computes_seen(self, index: int, indexes: dict[str, int]) -> None:
         """An answer of the registry watch (a compute written by another tool, or by
         Consul's own CLI): re-read the computes newer than ours."""
+        if self._resync_reason or self._resyncing:
+            self._deferred[self._computes_seen] = (index, indexes)
+            return
         changed = _newer(indexes, self.computes_prefix, index, {
             name: stored.modify_index for name, stored in self.computes.entries.items()})
         if changed:
@@ -334,7 +343,7 @@ class Mirror:
         reason, self._resync_reason = self._resync_reason, None
         (log.info if reason == "starting" else log.warning)(
             "reading the whole compute registry and desired state from Consul: %s", reason)
-        self._written_meanwhile = set()
+        self._written_meanwhile, self._resyncing = set(), True
         try:
             records, stored = await self._read_everything()
         except BaseException:
@@ -342,10 +351,14 @@ class Mirror:
             raise
         finally:
             meanwhile, self._written_meanwhile = self._written_meanwhile, None
+            self._resyncing = False
         records.update({name: ABSENT for name in self.services.records
                         if name not in records})
         stored.update({name: None for name in self.computes.entries if name not in stored})
         self._install(records, stored, meanwhile)
+        deferred, self._deferred = self._deferred, {}
+        for compare, answer in deferred.items():
+            compare(*answer)
 
     async def _read_everything(self) -> tuple[dict[str, DesiredRecord],
                                               dict[str, StoredCompute | None]]:
@@ -354,21 +367,20 @@ class Mirror:
         those the journal says were written after the first prefix was read: a total
         and a placement written together between two reads are never seen apart."""
         first, items = await read_prefix(self._consul, self.computes_prefix)
-        stored = {name: StoredCompute.decode(name, _entry(item)) for item in items
+        stored = {name: StoredCompute.decode(name, _entry(item)) async for item in items
                   if (name := item["Key"][len(self.computes_prefix):])}
         records: dict[str, DesiredRecord] = {}
         for part, prefix in (("total", self.resources_prefix),
                              ("placement", self.placements_prefix),
                              ("flags", self.lifecycle_prefix)):
             _, items = await read_prefix(self._consul, prefix)
-            by_key = {item["Key"]: item for item in items}
-            del items
-            for name in _valid_names(by_key, prefix):
-                records[name] = self.record({part: _entry(by_key[prefix + name])},
-                                            records.get(name, ABSENT))
+            async for item in items:
+                if _valid_names([item["Key"]], prefix):
+                    name = item["Key"][len(prefix):]
+                    records[name] = self.record({part: _entry(item)}, records.get(name, ABSENT))
         _, journal = await read_prefix(self._consul, self.journal_prefix)
         later = {item["Key"][len(self.journal_prefix):].partition("/")
-                 for item in journal if item["ModifyIndex"] > first}
+                 async for item in journal if item["ModifyIndex"] > first}
         fresh_records, fresh_stored = await self._read(
             {name for kind, _, name in later if f"{kind}/" == SERVICES},
             {name for kind, _, name in later if f"{kind}/" == COMPUTES})

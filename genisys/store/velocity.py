@@ -1,16 +1,7 @@
 """Velocity limits' part of the store (README "Velocity limits"): a service's own limits,
 kept with its lifecycle flags, and the times of its last steps, under steps/<svc>."""
 
-from genisys.store.journal import SERVICES
-from genisys.store.transport import ConsulUnavailable
-from genisys.store.values import (
-    MAX_ATTEMPTS,
-    TXN_OPS,
-    Conflict,
-    _from_json,
-    _kv,
-    _to_json,
-)
+from genisys.store.values import TXN_OPS, _from_json, _kv, _to_json
 from genisys.velocity import Steps, stored_overrides
 
 
@@ -29,21 +20,11 @@ class VelocityState:
     async def set_velocity(self, service: str, overrides: dict | None) -> None:
         """Set the service's own velocity limits (None: remove them); Conflict while it
         is being deleted."""
-        key = self.lifecycle_prefix + service
-        for _ in range(MAX_ATTEMPTS):
-            item = await self._read(key)
-            flags = _from_json(item and item.get("Value"))
-            flags = flags if isinstance(flags, dict) else {}
-            if flags.get("deleting"):
-                raise Conflict(f"service {service!r} is being deleted.")
-            flags = {k: v for k, v in flags.items() if k != "velocity"}
-            if overrides is not None:
-                flags["velocity"] = overrides
-            if await self._txn([_kv("cas", key, _to_json(flags),
-                                    item["ModifyIndex"] if item else 0),
-                                self._journal_op(SERVICES, service)]) is not None:
-                return
-        raise ConsulUnavailable(f"could not update {service}: too many concurrent changes")
+        def change(flags: dict) -> dict:
+            kept = {k: v for k, v in flags.items() if k != "velocity"}
+            return kept if overrides is None else {**kept, "velocity": overrides}
+
+        await self.change_flags(service, change)
 
     async def last_steps(self) -> dict[str, Steps]:
         """When each service was last ordered up and down (read when a term starts)."""

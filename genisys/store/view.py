@@ -5,7 +5,7 @@ prefix: for the large ones, see genisys/store/mirror.py."""
 import asyncio
 import logging
 
-from genisys.store.sync import SyncState
+from genisys.store.sync import SyncState, answers
 from genisys.store.transport import ConsulError, ConsulUnavailable, _Consul
 from genisys.store.values import Entry, _entry
 
@@ -57,24 +57,9 @@ class PrefixView:
         self._install(int(index), items, force=False)
 
     async def _watch(self) -> None:
-        failures = 0
-        while True:
-            try:
-                index, items = await self._client.kv.get(
-                    self.prefix, recurse=True, index=self.index or None,
-                    wait=f"{WATCH_WAIT_SECONDS}s")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch must never die; it retries with back-off
-                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
-                    log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.state.lost(exc)
-                failures += 1
-                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
-                continue
-            if failures:
-                log.info("watching %s again", self.prefix)
-            failures = 0
+        async for index, items in answers(lambda: self._client.kv.get(
+                self.prefix, recurse=True, index=self.index or None,
+                wait=f"{WATCH_WAIT_SECONDS}s"), self.state, self.prefix):
             index = int(index)
             # Consul's indexes can go backwards (e.g. a restored snapshot); start over then.
             self._install(index, items, force=index < self.index)

@@ -10,13 +10,12 @@ through the change journal.
 """
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 
-from genisys.store.sync import SyncState
-from genisys.store.transport import _Consul, read_prefix_text
+from genisys.store.sync import SyncState, answers
+from genisys.store.transport import SlicedItems, _Consul, read_prefix_text
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +44,17 @@ class BoundedWatch:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _watch(self) -> None:
-        failures = 0
-        while True:
-            try:
-                index, body = await read_prefix_text(self._consul, self.prefix, self.index,
-                                                     WAIT)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch must never die; it retries with back-off
-                if self.state.synced or failures == 0 or str(exc) != str(self.state.error):
-                    log.warning("lost the watch on %s: %s", self.prefix, exc)
-                self.state.lost(exc)
-                failures += 1
-                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
-                continue
-            if failures:
-                log.info("watching %s again", self.prefix)
-            failures = 0
+        async for index, body in answers(lambda: read_prefix_text(
+                self._consul, self.prefix, self.index, WAIT), self.state, self.prefix):
             self.state.ok()
             if index == self.index:
                 continue  # the wait ran out: nothing changed
-            started = time.monotonic()
             # Only the key names and ModifyIndexes: values are never decoded here.
-            indexes = {item["Key"]: item["ModifyIndex"] for item in json.loads(body or "[]")}
+            items = SlicedItems(body)
+            indexes = {item["Key"]: item["ModifyIndex"] async for item in items}
             del body
+            started = time.monotonic()
             self.index = index
             self.on_answer(index, indexes)
-            took = time.monotonic() - started
+            took = items.busy + time.monotonic() - started
             await asyncio.sleep(max(self.min_pause, took * (1 - SHARE) / SHARE))
