@@ -60,10 +60,9 @@ def placements_to_fix(desired: Desired, strategy: str) -> dict[str, dict[str, in
     computes = list(desired.computes)
     fixes = {}
     for service, total in desired.totals.items():
-        current = desired.placements.get(service, {})
-        if (placement_total(current) == total and all(c in desired.computes for c in current)
-                and within_limits(current, desired.specs)):
+        if placed_whole(desired, service):
             continue
+        current = desired.placements.get(service, {})
         try:
             placed = place(total, computes, current, strategy, specs=desired.specs,
                            service=service)
@@ -72,6 +71,15 @@ def placements_to_fix(desired: Desired, strategy: str) -> dict[str, dict[str, in
         if placed != current:
             fixes[service] = placed
     return fixes
+
+
+def placed_whole(desired: Desired, service: str) -> bool:
+    """Whether `service`'s placement holds its whole total on defined computes within
+    their limits: then it needs no fix, and telling so costs no placing."""
+    current = desired.placements.get(service, {})
+    return (placement_total(current) == desired.totals[service]
+            and all(c in desired.computes for c in current)
+            and within_limits(current, desired.specs))
 
 
 def scale_orders(desired: Desired, observed: Observed) -> list[ScaleOrder]:

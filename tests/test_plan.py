@@ -1,10 +1,12 @@
 """The reconciler's pure decisions."""
 
+from genisys.placement import ComputeSpec
 from genisys.plan import (
     Desired,
     Observed,
     ScaleOrder,
     decide,
+    placed_whole,
     placements_to_fix,
     scale_orders,
 )
@@ -32,6 +34,14 @@ def test_a_placement_on_a_deleted_compute_is_moved():
 def test_no_compute_means_no_fix_rather_than_a_crash():
     desired = Desired({}, {"web": 3}, {})
     assert placements_to_fix(desired, "first") == {}
+
+
+def test_placed_whole_needs_the_whole_total_on_defined_computes_within_their_max():
+    specs = {"a": ComputeSpec(max=2)}
+    desired = Desired(COMPUTES, {"web": 3, "api": 4, "db": 2, "old": 1, "big": 3},
+                      {"web": {"a": 1, "b": 2}, "api": {"a": 1}, "old": {"gone": 1},
+                       "big": {"a": 3}}, specs=specs)
+    assert [s for s in desired.totals if placed_whole(desired, s)] == ["web"]
 
 
 def test_orders_only_where_observed_differs():

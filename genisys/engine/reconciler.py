@@ -3,9 +3,9 @@
 While leading, the Reconciler subscribes to the store's change notifications and runs
 one ComputeWorker per defined compute (genisys.engine.workers: each compute's own queue,
 calls, timeouts and re-observations). A change of a service's desired state enqueues
-that service's name on every worker; a change of the compute registry starts and stops
-workers. When the term ends, everything stops and the subscription goes: followers do
-no reconcile bookkeeping.
+that service's name on every worker (a total not placed yet, once placed); a change of
+the compute registry starts and stops workers. When the term ends, everything stops and
+the subscription goes: followers do no reconcile bookkeeping.
 
 The service-level work never waits for a connector: it only reads the local views and
 writes to Consul.
@@ -52,6 +52,7 @@ from genisys.plan import (
     finished_deletes,
     new_histories,
     orphans,
+    placed_whole,
     placements_to_fix,
     scale_orders,
 )
@@ -100,6 +101,8 @@ class Reconciler:
         self._recorded: dict[str, dict] = {}
         self.history: dict[str, list[dict]] = {}
         self._to_place: set[str] = set()
+        # Services whose total is not placed yet: the workers get them once placed.
+        self._unplaced: set[str] = set()
         self._computes_changed = False
         self._retry_at: float | None = None
         self._runs: dict[str, asyncio.Task] = {}  # each worker's run()
@@ -124,11 +127,30 @@ class Reconciler:
     # -- notifications (on the event loop, no I/O) -----------------------------------------
 
     def _changed(self, services: set[str]) -> None:
+        """A total written alone (a bulk import) goes to the placing first: each worker
+        would otherwise observe it and work out its placement only to leave it out
+        (`desired`), once for the total and once more for the placement."""
         services = {s for s in services if NAME_PATTERN.fullmatch(s)}
         self._to_place |= services
+        unplaced = self._not_placed(services)
+        self._unplaced = (self._unplaced - services) | unplaced
         for worker in self.workers.values():
-            worker.enqueue(services)
+            worker.enqueue(services - unplaced)
         self._wake.set()
+
+    def _not_placed(self, services: set[str]) -> set[str]:
+        try:
+            desired, _ = self.store.desired_snapshot(services)
+        except (ConsulUnavailable, ConsulError):
+            return set()  # the workers' `desired` leaves them out meanwhile
+        return {s for s in desired.totals if not placed_whole(desired, s)}
+
+    def _placed(self, services: set[str]) -> None:
+        """`services` need no placement fix: the workers' turn."""
+        ready = self._unplaced & services
+        self._unplaced -= ready
+        for worker in self.workers.values():
+            worker.enqueue(ready)
 
     def _registry_changed(self) -> None:
         self._computes_changed = True
@@ -144,6 +166,7 @@ class Reconciler:
         self.observations = Observations(self._wake_up)
         self.pacer.new_term()
         self._recorded, self.history, self._to_place = {}, {}, set()
+        self._unplaced = set()
         self._retry_at = None
         if self.failover:
             self.failover.new_term()
@@ -302,6 +325,8 @@ class Reconciler:
                 self.store.reread({service})
                 self._again({service}, "conflict")
 
+        # A placement written comes back through _changed, placed whole.
+        self._placed((desired.totals.keys() if services is None else services) - fixes.keys())
         await asyncio.gather(*(write(chunk) for chunk in _transactions(fixes)))
         if self.failover and term.valid():
             await self._fail_over(term, desired, indexes, set(fixes))
@@ -385,6 +410,7 @@ class Reconciler:
             self._recorded.pop(service, None)
             self.history.pop(service, None)
         self.managed -= services
+        self._unplaced -= services
         self.observations.forget(services)
 
     async def _full_pass(self, term, reason: str) -> bool:
