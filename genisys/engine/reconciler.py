@@ -70,6 +70,9 @@ RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
 # (Consul allows 64; the leader's guard is one).
 PLACEMENT_WRITES = 16
 PLACEMENT_TXN_OPS = 63
+# Services whose placement is worked out before the event loop gets a turn: placing
+# 100,000 at once takes seconds, and the leader's session is renewed meanwhile.
+PLACING_SLICE = 1000
 # A lost check-and-set or a failed write is tried again after this.
 RETRY_DELAY = 0.1
 # The fields of a status record compared to decide whether to write it again.
@@ -297,7 +300,7 @@ class Reconciler:
         except (ConsulUnavailable, ConsulError):
             self._again(services or set(), "unavailable")
             return
-        fixes = self.placements(desired)
+        fixes = await self._fixes(desired)
         limit = asyncio.Semaphore(PLACEMENT_WRITES)
 
         async def write(chunk: dict[str, dict[str, int]]) -> None:
@@ -351,6 +354,17 @@ class Reconciler:
             self.observations.events += events
             self.observations.dirty |= {event["service"] for event in events}
             self._wake.set()
+
+    async def _fixes(self, desired: Desired) -> dict[str, dict[str, int]]:
+        """`placements(desired)`, PLACING_SLICE services at a time."""
+        names = list(desired.totals)
+        fixes = {}
+        for start in range(0, len(names), PLACING_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            fixes.update(self.placements(replace(desired, totals={
+                s: desired.totals[s] for s in names[start:start + PLACING_SLICE]})))
+        return fixes
 
     def _again(self, services: set[str], reason: str) -> None:
         for _ in services:
