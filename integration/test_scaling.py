@@ -184,7 +184,9 @@ def test_followers_take_scale_requests_and_a_new_leader_finishes_a_scale_up(
     leader.stop(signal.SIGKILL)
     new_leader = wait_until(lambda: leader_of(followers), timeout=30, what="a new leader")
     wait_until(lambda: connector.running(service) == 6, timeout=30, what="6 running")
-    assert new_leader.request("GET", f"/service/{service}").json()["observed"] == {"local": 6}
+    # The leader records the count once the connector has answered: a moment later.
+    wait_until(lambda: new_leader.request("GET", f"/service/{service}").json()["observed"]
+               == {"local": 6}, timeout=10, what="the new leader to record 6")
 
     # Orders reached the connector in non-decreasing terms: never two leaders at once.
     terms = [int(t) for t in re.findall(rf"scale {service} from \d+ to \d+ \(term (\d+)\)",

@@ -2,6 +2,7 @@
 real ports in the test's event loop, and a Term holding a real leader lock."""
 
 import asyncio
+import base64
 import json
 import time
 
@@ -228,11 +229,14 @@ def test_a_lost_placement_check_and_set_requeues_only_that_service(consul, prefi
             await engine.scale("other", 1, {"local": 1})
             await until(lambda: backend.counts.get("other") == 1, what="other at 1")
             backend.statuses.clear()
-            # Another tool writes a total alone; another writer changes the placement
+            # Another tool writes two totals alone; another writer changes one placement
             # between the leader's read and its check-and-set.
             engine.store.race = lambda: consul.kv_put(f"{prefix}placements/web", '{"local": 1}')
-            consul.kv_put(f"{prefix}resources/web", "3")
-            await until(lambda: backend.counts.get("web") == 3, what="web placed and at 3")
+            requests.put(f"{consul.url}/v1/txn", timeout=5, json=[
+                {"KV": {"Verb": "set", "Key": f"{prefix}resources/{service}",
+                        "Value": base64.b64encode(b"3").decode()}} for service in ("web", "api")])
+            await until(lambda: backend.counts.get("web") == backend.counts.get("api") == 3,
+                        what="web and api placed and at 3")
             assert engine.metric("genisys_reconcile_requeues_total", reason="conflict") == 1
             assert engine.metric("genisys_reconcile_full_cycles_total", reason="start") == 1
             assert engine.metric("genisys_reconcile_full_cycles_total", reason="retry") == 0

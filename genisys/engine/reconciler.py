@@ -10,7 +10,8 @@ no reconcile bookkeeping.
 The service-level work never waits for a connector: it only reads the local views and
 writes to Consul.
 - Placement fixes (a total written by another tool, a compute deleted): per service,
-  one check-and-set each; a lost one re-queues THAT service (metric
+  one check-and-set each, a transaction's worth at once (written one by one when that
+  transaction is refused); a lost one re-queues THAT service (metric
   genisys_reconcile_requeues_total{reason="conflict"}), never a full pass.
 - Recording: status records of the services whose observation changed (only those that
   differ from what this leader wrote), with the order history, batched.
@@ -64,8 +65,10 @@ log = logging.getLogger(__name__)
 HISTORY_LENGTH = 50
 # Only bench/reconcile.py sets this, to measure what the history costs.
 RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
-# Placement fixes written at once (one small transaction each).
+# Placement transactions in flight at once, and the operations each holds at most
+# (Consul allows 64; the leader's guard is one).
 PLACEMENT_WRITES = 16
+PLACEMENT_TXN_OPS = 63
 # A lost check-and-set or a failed write is tried again after this.
 RETRY_DELAY = 0.1
 # The fields of a status record compared to decide whether to write it again.
@@ -264,7 +267,8 @@ class Reconciler:
     # -- service-level work ------------------------------------------------------------------
 
     async def _place(self, term, services: set[str] | None) -> None:
-        """Write the placement fixes of `services` (None: all), one check-and-set each."""
+        """Write the placement fixes of `services` (None: all): each a check-and-set, a
+        transaction's worth at once; a lost one is found by writing them one by one."""
         try:
             desired, indexes = self.store.desired_snapshot(services)
         except (ConsulUnavailable, ConsulError):
@@ -273,28 +277,32 @@ class Reconciler:
         fixes = self.placements(desired)
         limit = asyncio.Semaphore(PLACEMENT_WRITES)
 
-        async def write(service: str, placement: dict[str, int]) -> None:
+        async def write(chunk: dict[str, dict[str, int]]) -> None:
             async with limit:
                 if not term.valid():
                     return
                 try:
                     written = await self.store.leader_write(
-                        term.session, {service: (placement, *indexes[service])}, {})
+                        term.session, {s: (p, *indexes[s]) for s, p in chunk.items()}, {})
                 except (ConsulUnavailable, ConsulError) as exc:
-                    log.warning("cannot place %s: %s; trying again", service, exc)
-                    self._again({service}, "unavailable")
+                    log.warning("cannot place %s: %s; trying again", ", ".join(chunk), exc)
+                    self._again(set(chunk), "unavailable")
                     return
             if written:
-                log.info("placing %s: desired total %d, placement %s (was %s)", service,
-                         desired.totals[service], _describe(placement),
-                         _describe(desired.placements.get(service, {})),
-                         extra={"service": service, "term": term.number})
-            else:  # another writer changed it since the view was read: read it again
+                for service, placement in chunk.items():
+                    log.info("placing %s: desired total %d, placement %s (was %s)", service,
+                             desired.totals[service], _describe(placement),
+                             _describe(desired.placements.get(service, {})),
+                             extra={"service": service, "term": term.number})
+            elif len(chunk) > 1:  # which one lost? (the others are written now)
+                await asyncio.gather(*(write({s: p}) for s, p in chunk.items()))
+            else:  # another writer changed it since it was read: read it again
+                service = next(iter(chunk))
                 log.debug("placing %s lost its check-and-set: trying again", service)
                 self.store.reread({service})
                 self._again({service}, "conflict")
 
-        await asyncio.gather(*(write(s, p) for s, p in fixes.items()))
+        await asyncio.gather(*(write(chunk) for chunk in _transactions(fixes)))
         if self.failover and term.valid():
             await self._fail_over(term, desired, indexes, set(fixes))
 
@@ -443,6 +451,21 @@ def service_states(desired: Desired, managed: set[str], observed: Observed) -> d
                 if placement_total(desired.placements.get(service, {})) < desired.totals[service])
     return {"managed": len(managed), "failing": len(failing), "converged": converged,
             "paused": len(desired.paused & managed), "short": short}
+
+
+def _transactions(fixes: dict[str, dict[str, int]]):
+    """The fixes in groups that each fit one Consul transaction (ConsulStore.leader_write:
+    three operations per placement and one per compute it uses, besides the guard)."""
+    chunk, size = {}, 0
+    for service, placement in fixes.items():
+        ops = 3 + len(placement)
+        if chunk and size + ops > PLACEMENT_TXN_OPS:
+            yield chunk
+            chunk, size = {}, 0
+        chunk[service] = placement
+        size += ops
+    if chunk:
+        yield chunk
 
 
 def _reached(compute: Compute) -> tuple[str, str | None]:

@@ -6,9 +6,11 @@ service names: a name queued twice is handled once), its own connector calls
 re-observation of orders in progress, so that a compute that hangs or fails delays only
 its own pairs.
 
-Handling a name (level-triggered: the name carries no state) = observe the service on
-this compute, read its desired state whole (the engine's `desired`), decide (the
-engine's `decide`: pure), send the orders, note everything in the Observations. A
+Handling a name (level-triggered: the name carries no state) = take what is known of
+the service on this compute (the last observation or order answer; the connector is
+asked first when nothing is known, after an error, or while an order is in progress),
+read its desired state whole (the engine's `desired`), decide (the engine's `decide`:
+pure), send the orders, note everything in the Observations. A
 service is handled by one task at a time per worker; a name queued meanwhile is handled
 again once that task is done (as a Kubernetes workqueue does). A full observation of
 every managed service runs every poll_interval on its own: the safety net.
@@ -55,6 +57,9 @@ class ComputeWorker:
         self._queue: set[str] = set()
         self._active: set[str] = set()             # being handled now
         self._rechecks: dict[str, float] = {}      # service -> when (monotonic) to look again
+        # A keyed observation is in flight: names queued meanwhile wait for it to end and
+        # then go in one batch, so that a burst costs a few calls, not one per change.
+        self._observing = False
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
 
@@ -78,12 +83,11 @@ class ComputeWorker:
                     del self._rechecks[service]
                 self._queue |= due
                 batch = self._queue - self._active
-                if batch:
+                if batch and not self._observing:
                     self._queue -= batch
                     self._active |= batch
-                    # One bulk call beats many single ones once a burst touches more
-                    # services than can be asked at once.
-                    self._spawn(self._handle(batch, bulk=len(batch) >= self.engine.concurrency))
+                    self._observing = True
+                    self._spawn(self._handle(batch, keyed=True))
                 wake_at = min(self._rechecks.values(), default=None)
                 try:
                     async with asyncio.timeout(None if wake_at is None
@@ -114,7 +118,7 @@ class ComputeWorker:
             services = self.engine.managed - self._active
             self._active |= services
             try:
-                observation = await self._handle(services, bulk=True)
+                observation = await self._handle(services, keyed=False)
             except Exception:  # a bug: the safety net itself must go on
                 log.exception("the full observation of %s failed", self.name)
                 observation = None
@@ -124,12 +128,29 @@ class ComputeWorker:
             await asyncio.sleep(max(0.0, started + self.engine.poll_interval
                                     - time.monotonic()))
 
-    async def _handle(self, services: set[str], bulk: bool):
+    async def _handle(self, services: set[str], keyed: bool):
         """Observe, decide, act for `services` (already marked active); the observation,
-        or None when the desired state could not be read."""
+        or None when the desired state could not be read.
+
+        A keyed handling decides from what is known of a pair (its last observation or
+        order answer), as a controller decides from its cache: it asks the connector
+        only for pairs never observed, failing, or with an order in progress. The full
+        observation asks for every service."""
+        observations = self.engine.observations
+        ask = services if not keyed else {
+            s for s in services if (s, self.name) not in observations.counts
+            or (s, self.name) in observations.in_progress}
         held = set(services)  # released as soon as each service is done
         try:
-            observation = await self.calls.observe(services, bulk)
+            try:
+                # One bulk call beats many single ones once a burst touches more services
+                # than can be asked at once.
+                observation = await self.calls.observe(
+                    ask, bulk=not keyed or len(ask) >= self.engine.concurrency)
+            finally:
+                if keyed:
+                    self._observing = False
+                    self._wake.set()
             self.engine.observations.observed(
                 self.name, observation, per_service=observation.per_service,
                 reports_targets=self.calls.reports_targets,
@@ -144,7 +165,7 @@ class ComputeWorker:
                     self._rechecks.setdefault(service, again)
                     self.engine.metrics.requeue("unavailable")
                 return None
-            self.engine.observations.settle(self.name, services, desired)
+            self.engine.observations.settle(self.name, ask, desired)
             decision = self.engine.decide(
                 desired, self.engine.observations.view(self.name, services))
             orders = [o for o in decision.orders if o.compute == self.name]
