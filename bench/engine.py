@@ -457,6 +457,8 @@ def bulk_part(bench: Bench) -> None:
         wait_running(bench, connectors, totals, f"{count:,} services to run")
     except TimedOut as exc:
         bench.row(figure, not_converged(exc), f"<= {BULK_SECONDS:g} s", False)
+        bench.row(f"next full cycle over {count:,} services (bulk status)",
+                  "not measured: they did not converge", f"<= {FULL_CYCLE_SECONDS:g} s", None)
         return
     converged = time.monotonic() - started
     bench.row(figure, f"{converged:.1f} s (written in {written:.1f} s); {load_note(load)}",
