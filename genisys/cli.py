@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -26,6 +27,8 @@ from genisys.store import Conflict, ConsulStore
 log = logging.getLogger("genisys")
 
 EXIT_CONFIG = 2
+# Python's defaults are (700, 10, 10): a full collection every ~70,000 net allocations.
+GC_THRESHOLDS = (1000, 10, 1000)
 
 
 def parse_args(argv):
@@ -70,6 +73,10 @@ def main(argv=None) -> int:
               "(or genisys.bootstrap_token_file) to an admin token of at least 32 characters "
               "(`openssl rand -hex 32`), or pass --insecure to serve it open.", file=sys.stderr)
         return EXIT_CONFIG
+    # A full collection walks every object: with 100,000 services that held the event
+    # loop 100-350 ms, dozens of times a minute, for almost no garbage (the state is
+    # acyclic; cycles come from a few asyncio frames). Collect far less often.
+    gc.set_threshold(*GC_THRESHOLDS)
     return asyncio.run(serve(config, computes, dev=args.dev, bootstrap=bootstrap,
                              insecure=open_to_others))
 

@@ -11,6 +11,7 @@ left alone: they are not Genisys's to stop.
 import asyncio
 import logging
 
+from genisys.bounded import each
 from genisys.connector import ConnectorClient
 from genisys.store import ConsulStore, RetiredConnector
 
@@ -67,12 +68,8 @@ class Retirement:
         """The managed services that still run there, with their counts."""
         counts = await self.client.bulk_status(connector, token)
         if counts is None:
-            limit = asyncio.Semaphore(self.concurrency)
-
-            async def one(service: str) -> int:
-                async with limit:
-                    return await self.client.status(connector, service, token)
-
             names = sorted(services)
-            counts = dict(zip(names, await asyncio.gather(*(one(s) for s in names))))
+            counts = dict(zip(names, await each(
+                names, self.concurrency,
+                lambda service: self.client.status(connector, service, token))))
         return {s: n for s, n in counts.items() if s in services and n > 0}

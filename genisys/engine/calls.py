@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from genisys.bounded import each
 from genisys.connector import ConnectorClient, ConnectorError
 from genisys.jsonbody import excerpt
 from genisys.metrics import ReplicaMetrics
@@ -41,6 +42,7 @@ class ComputeCalls:
         self.compute = compute
         self.url = url
         self.token = token
+        self.concurrency = concurrency
         self.limit = asyncio.Semaphore(concurrency)  # calls in flight to this connector
         self.metrics = metrics
         self.failing_since: float | None = None  # time.monotonic() of the first failure
@@ -81,7 +83,7 @@ class ComputeCalls:
                 observation.targets[service] = target
                 self.reports_targets = True
 
-        await asyncio.gather(*(one(s) for s in services))
+        await each(services, self.concurrency, one)
         return observation
 
     async def order(self, service: str, number: int, term) -> int:

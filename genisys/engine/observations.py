@@ -8,6 +8,7 @@ finds what was known costs no status work.
 """
 
 import time
+from itertools import islice
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +41,8 @@ class Observations:
         self.in_progress: dict[tuple[str, str], InProgress] = {}
         self.accepted: OrderCounts = {}  # for the warnings (genisys.plan.order_warnings)
         self.warnings: dict[tuple[str, str], str] = {}
-        self.events: list[dict] = []     # orders sent since the last recording
+        # Each service's history events (orders sent, moves) since the last recording.
+        self.events: dict[str, list[dict]] = {}
         self.dirty: set[str] = set()
         self._on_dirty = on_dirty
 
@@ -108,14 +110,12 @@ class Observations:
         self.counts[pair] = count
         self.errors.pop(pair, None)
         self.in_progress.pop(pair, None)
-        self.events.append(event)
-        self._touch(service)
+        self.note(event)
 
     def failed_order(self, service: str, compute: str, sentence: str, event: dict) -> None:
         self.errors[service, compute] = sentence
         self.in_progress.pop((service, compute), None)
-        self.events.append(event)
-        self._touch(service)
+        self.note(event)
 
     def order_in_progress(self, service: str, compute: str, number: int, event: dict) -> None:
         """An order that outlived connector.timeout: it may still be carried out."""
@@ -124,8 +124,7 @@ class Observations:
         if entry is None or entry.number != number:
             self.in_progress[pair] = InProgress(number, event["time"], time.monotonic(),
                                                 FIRST_RECHECK)
-        self.events.append(event)
-        self._touch(service)
+        self.note(event)
 
     def next_recheck(self, service: str, compute: str) -> float | None:
         """Seconds until the pair's order in progress is observed again (backing off),
@@ -136,10 +135,23 @@ class Observations:
         delay, entry.recheck = entry.recheck, min(MAX_RECHECK, entry.recheck * 2)
         return delay
 
-    def take_dirty(self) -> tuple[set[str], list[dict]]:
-        dirty, events = self.dirty, self.events
-        self.dirty, self.events = set(), []
-        return dirty, events
+    def note(self, event: dict) -> None:
+        """A history event of event["service"]: recorded with its next status record."""
+        self.events.setdefault(event["service"], []).append(event)
+        self._touch(event["service"])
+
+    def take_dirty(self, limit: int) -> tuple[set[str], list[dict]]:
+        """Up to `limit` services whose status record must be written, and their events
+        (oldest first); the others stay for the next round."""
+        dirty = self.dirty if len(self.dirty) <= limit else set(islice(self.dirty, limit))
+        self.dirty -= dirty
+        return dirty, [event for service in dirty for event in self.events.pop(service, ())]
+
+    def put_back(self, services: set[str], events: list[dict]) -> None:
+        """What take_dirty gave, not recorded after all: before anything newer."""
+        self.dirty |= services
+        for event in reversed(events):
+            self.events.setdefault(event["service"], []).insert(0, event)
 
     def settle(self, compute: str, services: set[str], desired: Desired) -> None:
         """After an observation, before deciding: close the order counts of `compute`'s

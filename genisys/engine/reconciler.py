@@ -34,6 +34,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from genisys.bounded import each, slices
 from genisys.connector import ConnectorClient
 from genisys.engine.calls import ComputeCalls
 from genisys.engine.observations import Observations
@@ -73,6 +74,10 @@ PLACEMENT_TXN_OPS = 63
 # Services whose placement is worked out before the event loop gets a turn: placing
 # 100,000 at once takes seconds, and the leader's session is renewed meanwhile.
 PLACING_SLICE = 1000
+# Status records written per round: a round encodes and writes them in one go, and the
+# event loop must get its turn well within the leader's margin (100,000 at once took
+# seconds).
+RECORD_SLICE = 1000
 # A lost check-and-set or a failed write is tried again after this.
 RETRY_DELAY = 0.1
 # The fields of a status record compared to decide whether to write it again.
@@ -136,7 +141,8 @@ class Reconciler:
         services = {s for s in services if NAME_PATTERN.fullmatch(s)}
         self._to_place |= services
         unplaced = self._not_placed(services)
-        self._unplaced = (self._unplaced - services) | unplaced
+        self._unplaced -= services  # in place: a copy costs what is unplaced, per change
+        self._unplaced |= unplaced
         for worker in self.workers.values():
             worker.enqueue(services - unplaced)
         self._wake.set()
@@ -292,28 +298,27 @@ class Reconciler:
 
     # -- service-level work ------------------------------------------------------------------
 
-    async def _place(self, term, services: set[str] | None) -> None:
-        """Write the placement fixes of `services` (None: all): each a check-and-set, a
-        transaction's worth at once; a lost one is found by writing them one by one."""
+    async def _place(self, term, services: set[str] | None, snapshot=None) -> None:
+        """Write the placement fixes of `services` (None: all, as of `snapshot`): each a
+        check-and-set, a transaction's worth at once; a lost one is found by writing them
+        one by one."""
         try:
-            desired, indexes = self.store.desired_snapshot(services)
+            desired, indexes = snapshot or self.store.desired_snapshot(services)
         except (ConsulUnavailable, ConsulError):
             self._again(services or set(), "unavailable")
             return
         fixes = await self._fixes(desired)
-        limit = asyncio.Semaphore(PLACEMENT_WRITES)
 
         async def write(chunk: dict[str, dict[str, int]]) -> None:
-            async with limit:
-                if not term.valid():
-                    return
-                try:
-                    written = await self.store.leader_write(
-                        term.session, {s: (p, *indexes[s]) for s, p in chunk.items()}, {})
-                except (ConsulUnavailable, ConsulError) as exc:
-                    log.warning("cannot place %s: %s; trying again", ", ".join(chunk), exc)
-                    self._again(set(chunk), "unavailable")
-                    return
+            if not term.valid():
+                return
+            try:
+                written = await self.store.leader_write(
+                    term.session, {s: (p, *indexes[s]) for s, p in chunk.items()}, {})
+            except (ConsulUnavailable, ConsulError) as exc:
+                log.warning("cannot place %s: %s; trying again", ", ".join(chunk), exc)
+                self._again(set(chunk), "unavailable")
+                return
             if written:
                 for service, placement in chunk.items():
                     log.info("placing %s: desired total %d, placement %s (was %s)", service,
@@ -321,7 +326,8 @@ class Reconciler:
                              _describe(desired.placements.get(service, {})),
                              extra={"service": service, "term": term.number})
             elif len(chunk) > 1:  # which one lost? (the others are written now)
-                await asyncio.gather(*(write({s: p}) for s, p in chunk.items()))
+                for service, placement in chunk.items():
+                    await write({service: placement})
             else:  # another writer changed it since it was read: read it again
                 service = next(iter(chunk))
                 log.debug("placing %s lost its check-and-set: trying again", service)
@@ -330,7 +336,7 @@ class Reconciler:
 
         # A placement written comes back through _changed, placed whole.
         self._placed((desired.totals.keys() if services is None else services) - fixes.keys())
-        await asyncio.gather(*(write(chunk) for chunk in _transactions(fixes)))
+        await each(_transactions(fixes), PLACEMENT_WRITES, write)
         if self.failover and term.valid():
             await self._fail_over(term, desired, indexes, set(fixes))
 
@@ -351,19 +357,16 @@ class Reconciler:
             log.exception("failover failed, the next pass tries again")
             return
         if events:  # recorded in the history with the next status records
-            self.observations.events += events
-            self.observations.dirty |= {event["service"] for event in events}
+            for event in events:
+                self.observations.note(event)
             self._wake.set()
 
     async def _fixes(self, desired: Desired) -> dict[str, dict[str, int]]:
         """`placements(desired)`, PLACING_SLICE services at a time."""
-        names = list(desired.totals)
         fixes = {}
-        for start in range(0, len(names), PLACING_SLICE):
-            if start:
-                await asyncio.sleep(0)
+        async for names in slices(desired.totals, PLACING_SLICE):
             fixes.update(self.placements(replace(desired, totals={
-                s: desired.totals[s] for s in names[start:start + PLACING_SLICE]})))
+                s: desired.totals[s] for s in names})))
         return fixes
 
     def _again(self, services: set[str], reason: str) -> None:
@@ -375,9 +378,11 @@ class Reconciler:
     async def _record(self, term) -> None:
         """Write the status records (and histories) of the services whose observation
         changed; forget those deleted that every compute now reports at 0."""
-        services, events = self.observations.take_dirty()
+        services, events = self.observations.take_dirty(RECORD_SLICE)
         if not services:
             return
+        if self.observations.dirty:
+            self._wake.set()  # the rest in the next round, once the loop had its turn
         try:
             desired, indexes = self.store.desired_snapshot(services)
             records = {}
@@ -399,8 +404,7 @@ class Reconciler:
         except (ConsulUnavailable, ConsulError) as exc:
             log.warning("cannot record the status of %d services, trying again: %s",
                         len(services), exc)
-            self.observations.dirty |= services
-            self.observations.events[:0] = events
+            self.observations.put_back(services, events)
             await asyncio.sleep(min(1.0, self.poll_interval))
             self._wake.set()
             return
@@ -432,17 +436,17 @@ class Reconciler:
         started = time.monotonic()
         self.metrics.full_cycle(reason)
         try:
-            desired, indexes = self.store.desired_snapshot()
             if reason == "start":  # a new term goes on from what Consul holds
                 self._recorded = {
                     service: {f: status[f] for f in STATUS_FIELDS if f in status}
                     for service, status in (await self.store.statuses()).items()}
                 self.history = await self.store.events()
+            desired, indexes = await self.store.desired_everything()
             managed = set(desired.totals)
             if self.service_prefix:
                 managed |= set(await self.store.catalog_services(self.service_prefix))
             self.managed = managed
-            await self._place(term, None)
+            await self._place(term, None, (desired, indexes))
             await self._forget_deleted(term, desired, indexes)
             if term.valid():
                 known = await self.store.known_services()
@@ -456,7 +460,11 @@ class Reconciler:
                 # Connectors that left the registry: stop what runs there.
                 self._draining = asyncio.create_task(self.retirement.drain(term, managed))
             observed = Observed(self.observations.counts, self.observations.errors)
-            self.metrics.count_services(service_states(desired, managed, observed))
+            states = service_states(desired, set(), observed)
+            async for names in slices(managed, PLACING_SLICE):
+                for state, count in service_states(desired, set(names), observed).items():
+                    states[state] += count
+            self.metrics.count_services(states)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the loop must survive anything a pass meets

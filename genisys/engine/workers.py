@@ -29,6 +29,7 @@ import math
 import time
 from datetime import UTC, datetime
 
+from genisys.bounded import each, slices
 from genisys.engine.calls import ComputeCalls, timed_out
 from genisys.metrics import direction
 from genisys.model import Compute
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # A batch read from the local view while it is out of sync is handled again after this.
 UNAVAILABLE_RETRY = 1.0
+# Services decided before the event loop gets a turn (a full observation covers them all).
+DECIDING_SLICE = 1000
 # A service in velocity steps is looked at again at its next step, not sooner than this:
 # with no cooldown, the next step waits for the connector to report the last one.
 STEP_RECHECK = 0.5
@@ -155,34 +158,44 @@ class ComputeWorker:
                 self.name, observation, per_service=observation.per_service,
                 reports_targets=self.calls.reports_targets,
                 poll_interval=self.engine.poll_interval)
-            try:
-                desired = self.engine.desired(services)
-            except (ConsulUnavailable, ConsulError) as exc:
-                log.debug("cannot read the desired state of %d services: %s; again in %gs",
-                          len(services), exc, UNAVAILABLE_RETRY)
-                again = time.monotonic() + UNAVAILABLE_RETRY
-                for service in services:
-                    self._rechecks.setdefault(service, again)
-                    self.engine.metrics.requeue("unavailable")
-                return None
-            self.engine.observations.settle(self.name, ask, desired)
-            decision = self.engine.decide(
-                desired, self.engine.observations.view(self.name, services))
-            orders = [o for o in decision.orders if o.compute == self.name]
-            orders, steps = await self.engine.pace(self.name, services, orders, desired)
-            for service, at in steps.items():  # woken for its next step, or soon after
-                self._rechecks[service] = min(self._rechecks.get(service, math.inf),
-                                              time.monotonic() + max(STEP_RECHECK,
-                                                                     at - time.time()))
-            ordered = {o.service for o in orders}
-            self._release(held - ordered)
-            held &= ordered
-            if orders:
-                log.debug("%s: %s", self.name, decision.sentence)
-            await asyncio.gather(*(self._order(o, desired) for o in orders))
+            orders, undecided = [], set(services)
+            async for names in slices(services, DECIDING_SLICE):
+                chunk = set(names)
+                try:
+                    decided = await self._decide(chunk, ask & chunk)
+                except (ConsulUnavailable, ConsulError) as exc:
+                    log.debug("cannot read the desired state of %d services: %s; again in "
+                              "%gs", len(services), exc, UNAVAILABLE_RETRY)
+                    again = time.monotonic() + UNAVAILABLE_RETRY
+                    for service in undecided:
+                        self._rechecks.setdefault(service, again)
+                        self.engine.metrics.requeue("unavailable")
+                    observation = None
+                    break
+                ordered = {order.service for order, _ in decided}
+                self._release((held & chunk) - ordered)
+                held -= chunk - ordered
+                undecided -= chunk
+                orders += decided
+            await each(orders, self.engine.concurrency, lambda item: self._order(*item))
             return observation
         finally:
             self._release(held)
+
+    async def _decide(self, services: set[str], asked: set[str]
+                      ) -> list[tuple[ScaleOrder, Desired]]:
+        """This compute's orders for `services`, each with the desired state it came from."""
+        desired = self.engine.desired(services)
+        self.engine.observations.settle(self.name, asked, desired)
+        decision = self.engine.decide(desired, self.engine.observations.view(self.name, services))
+        orders = [o for o in decision.orders if o.compute == self.name]
+        orders, steps = await self.engine.pace(self.name, services, orders, desired)
+        for service, at in steps.items():  # woken for its next step, or soon after
+            self._rechecks[service] = min(self._rechecks.get(service, math.inf),
+                                          time.monotonic() + max(STEP_RECHECK, at - time.time()))
+        if orders:
+            log.debug("%s: %s", self.name, decision.sentence)
+        return [(order, desired) for order in orders]
 
     def _release(self, services: set[str]) -> None:
         """Done with `services` for now: their orders in progress are looked at again

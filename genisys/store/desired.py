@@ -1,10 +1,14 @@
 """The desired state's part of the store: totals (Skynet's), placements, lifecycle flags
 (pause, delete), the leader's statuses and order history, and forgetting a service."""
 
+import base64
+from dataclasses import replace
+
+from genisys.bounded import slices
 from genisys.plan import Desired
 from genisys.store.journal import SERVICES
 from genisys.store.tables import DesiredRecord
-from genisys.store.transport import ConsulUnavailable, read_keys
+from genisys.store.transport import ConsulUnavailable, read_keys, read_prefix
 from genisys.store.values import (
     MAX_ATTEMPTS,
     TXN_BYTES,
@@ -16,6 +20,8 @@ from genisys.store.values import (
     _to_json,
     _valid_names,
 )
+
+SNAPSHOT_SLICE = 2000  # services copied before the event loop gets a turn
 
 
 class DesiredState:
@@ -73,15 +79,36 @@ class DesiredState:
         return Desired(computes.connectors(), totals, placements, frozenset(paused),
                        frozenset(deleting), computes.specs()), indexes
 
+    async def desired_everything(self) -> tuple[Desired, dict[str, tuple[int, int]]]:
+        """desired_snapshot() of every service, SNAPSHOT_SLICE at a time with the event
+        loop free in between (100,000 services take half a second): each service is
+        whole, two services may be taken moments apart."""
+        desired, indexes = self.desired_snapshot(set())
+        async for names in slices(self.mirror.services.records, SNAPSHOT_SLICE):
+            more, more_indexes = self.desired_snapshot(set(names))
+            desired.totals.update(more.totals)
+            desired.placements.update(more.placements)
+            desired = replace(desired, paused=desired.paused | more.paused,
+                              deleting=desired.deleting | more.deleting)
+            indexes.update(more_indexes)
+        return desired, indexes
+
     async def statuses(self, service: str | None = None) -> dict[str, dict]:
         """The leader's last recorded observation of `service` (None: of every service)."""
-        if service is None:
-            _, items = await self.consul.kv.get(self.status_prefix, recurse=True)
-        else:
-            _, item = await self.consul.kv.get(self.status_prefix + service)
-            items = [item] if item else []
-        return {item["Key"][len(self.status_prefix):]: status for item in items or ()
-                if isinstance(status := _from_json(item.get("Value")), dict)}
+        return await self._read_json(self.status_prefix, service, dict)
+
+    async def _read_json(self, prefix: str, service: str | None, kind: type) -> dict:
+        """The JSON values of type `kind` under `prefix`, by service: one service's, or
+        (None) every service's, parsed a slice at a time (100,000 of them would hold the
+        event loop for seconds)."""
+        if service is not None:
+            _, item = await self.consul.kv.get(prefix + service)
+            value = _from_json(item.get("Value")) if item else None
+            return {service: value} if isinstance(value, kind) else {}
+        _, items = await read_prefix(self.consul, prefix)
+        return {item["Key"][len(prefix):]: value async for item in items
+                if isinstance(value := _from_json(base64.b64decode(item.get("Value") or "")),
+                              kind)}
 
     async def service_records(self, service: str | None = None) -> dict[str, dict]:
         """Desired total, placement and last observed status of `service` (None: of every
@@ -202,13 +229,7 @@ class DesiredState:
 
     async def events(self, service: str | None = None) -> dict[str, list[dict]]:
         """The order history of `service` (None: of every service), newest first."""
-        if service is None:
-            _, items = await self.consul.kv.get(self.events_prefix, recurse=True)
-        else:
-            _, item = await self.consul.kv.get(self.events_prefix + service)
-            items = [item] if item else []
-        return {item["Key"][len(self.events_prefix):]: events for item in items or ()
-                if isinstance(events := _from_json(item.get("Value")), list)}
+        return await self._read_json(self.events_prefix, service, list)
 
 
     async def leader_write(self, session: str, placements: dict[str, tuple[dict, int, int]],

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from itertools import chain
 
+from genisys.bounded import each, slices
 from genisys.model import NAME_PATTERN
 from genisys.store.journal import COMPUTES, SERVICES, Journal
 from genisys.store.sync import SyncState
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 # burst) are read with one resync rather than one transaction per 21 services.
 RESYNC_ABOVE = 2000
 READERS = 4  # transactions of re-reads in flight at once
+INSTALL_SLICE = 1000  # services installed (and announced) before the event loop's turn
+DECODE_SLICE = 50  # transactions' answers decoded before it (about 1,000 services)
 
 
 class Mirror:
@@ -266,13 +269,13 @@ class Mirror:
         self._written_meanwhile = set()
         try:
             records, stored = await self._read(services, computes)
+            await self._install(records, stored)
         except BaseException:
             self._pending_services |= services
             self._pending_computes |= computes
             raise
         finally:
-            meanwhile, self._written_meanwhile = self._written_meanwhile, None
-        self._install(records, stored, meanwhile)
+            self._written_meanwhile = None
 
     async def _read(self, services: set[str], computes: set[str]
                     ) -> tuple[dict[str, DesiredRecord], dict[str, StoredCompute | None]]:
@@ -288,21 +291,19 @@ class Mirror:
             batch.append(unit)
         if batch:
             batches.append(batch)
-        limit = asyncio.Semaphore(READERS)
-
         async def read(batch):
-            async with limit:
-                keys = [key for _, _, unit_keys in batch for key in unit_keys]
-                return batch, await read_keys(self._consul, keys, self._likely_present(batch))
+            keys = [key for _, _, unit_keys in batch for key in unit_keys]
+            return batch, await read_keys(self._consul, keys, self._likely_present(batch))
 
         records, stored = {}, {}
-        for batch, found in await asyncio.gather(*(read(b) for b in batches)):
-            for kind, name, keys in batch:
-                if kind == "compute":
-                    stored[name] = StoredCompute.decode(name, found.get(keys[0]))
-                else:
-                    records[name] = self.record(dict(zip(
-                        ("total", "placement", "flags"), (found.get(key) for key in keys))))
+        async for answers in slices(await each(batches, READERS, read), DECODE_SLICE):
+            for batch, found in answers:
+                for kind, name, keys in batch:
+                    if kind == "compute":
+                        stored[name] = StoredCompute.decode(name, found.get(keys[0]))
+                    else:
+                        records[name] = self.record(dict(zip(
+                            ("total", "placement", "flags"), (found.get(key) for key in keys))))
         return records, stored
 
     def _likely_present(self, batch) -> set[str]:
@@ -320,24 +321,29 @@ class Mirror:
                     present.add(key)
         return present
 
-    def _install(self, records: dict[str, DesiredRecord],
-                 stored: dict[str, StoredCompute | None], meanwhile: set) -> None:
-        """Install what was read, except what this replica wrote while reading: that is
-        read again (the read may predate the write)."""
-        changed, computes_changed = set(), False
-        for name, record in records.items():
-            if ("service", name) in meanwhile:
-                self._pending_services.add(name)
-            elif self.services.put(name, record):
-                changed.add(name)
+    async def _install(self, records: dict[str, DesiredRecord],
+                       stored: dict[str, StoredCompute | None]) -> None:
+        """Install what was read, except what this replica wrote while reading or
+        installing: that is read again (the read may predate the write). Services go in
+        INSTALL_SLICE at a time, each whole, the event loop free in between."""
+        meanwhile = self._written_meanwhile
+        computes_changed = False
         for name, entry in stored.items():
             if ("compute", name) in meanwhile:
                 self._pending_computes.add(name)
             else:
                 computes_changed |= self.computes.put(name, entry)
+        self._notify(set(), computes_changed)
+        async for names in slices(records, INSTALL_SLICE):
+            changed = set()
+            for name in names:
+                if ("service", name) in meanwhile:
+                    self._pending_services.add(name)
+                elif self.services.put(name, records[name]):
+                    changed.add(name)
+            self._notify(changed, False)
         if self._pending_services or self._pending_computes:
             self._wake.set()
-        self._notify(changed, computes_changed)
 
     async def _resync(self) -> None:
         reason, self._resync_reason = self._resync_reason, None
@@ -346,16 +352,16 @@ class Mirror:
         self._written_meanwhile, self._resyncing = set(), True
         try:
             records, stored = await self._read_everything()
+            records.update({name: ABSENT for name in self.services.records
+                            if name not in records})
+            stored.update({name: None for name in self.computes.entries if name not in stored})
+            await self._install(records, stored)
         except BaseException:
             self._resync_reason = self._resync_reason or reason
             raise
         finally:
-            meanwhile, self._written_meanwhile = self._written_meanwhile, None
+            self._written_meanwhile = None
             self._resyncing = False
-        records.update({name: ABSENT for name in self.services.records
-                        if name not in records})
-        stored.update({name: None for name in self.computes.entries if name not in stored})
-        self._install(records, stored, meanwhile)
         deferred, self._deferred = self._deferred, {}
         for compare, answer in deferred.items():
             compare(*answer)
