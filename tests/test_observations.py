@@ -79,11 +79,27 @@ def test_a_pair_that_ignores_its_orders_is_warned_about_after_observations():
 def test_only_a_change_marks_a_service_dirty():
     observations = book()
     observe(observations, {"web": 1, "api": 2})
-    assert observations.take_dirty() == ({"web", "api"}, [])
+    assert observations.take_dirty(10) == ({"web", "api"}, [])
     observe(observations, {"web": 1, "api": 3})
-    assert observations.take_dirty() == ({"api"}, [])
+    assert observations.take_dirty(10) == ({"api"}, [])
     observations.observed("a", Observation({}, {"web": "down."}), per_service=True,
                           reports_targets=True, poll_interval=15.0)
     observations.observed("a", Observation({}, {"web": "down."}), per_service=True,
                           reports_targets=True, poll_interval=15.0)
-    assert observations.take_dirty() == ({"web"}, [])
+    assert observations.take_dirty(10) == ({"web"}, [])
+
+
+def test_status_records_are_taken_a_slice_at_a_time_with_their_own_events():
+    observations = book()
+    for service in ("a1", "a2", "a3"):
+        observations.note(service, {**EVENT, "service": service, "to": 1})
+    observations.note("a1", {**EVENT, "service": "a1", "to": 2})
+    first, events = observations.take_dirty(2)
+    assert len(first) == 2
+    assert sorted((e["service"], e["to"]) for e in events) == sorted(
+        (s, n) for s, n in (("a1", 1), ("a1", 2), ("a2", 1), ("a3", 1)) if s in first)
+    observations.put_back(first, events)  # the write failed: all of it again
+    taken, again = observations.take_dirty(10)
+    assert taken == {"a1", "a2", "a3"}
+    assert [e["to"] for e in again if e["service"] == "a1"] == [1, 2]  # oldest first
+    assert observations.take_dirty(10) == (set(), [])

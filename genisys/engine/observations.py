@@ -110,12 +110,12 @@ class Observations:
         self.counts[pair] = count
         self.errors.pop(pair, None)
         self.in_progress.pop(pair, None)
-        self.note(event)
+        self.note(service, event)
 
     def failed_order(self, service: str, compute: str, sentence: str, event: dict) -> None:
         self.errors[service, compute] = sentence
         self.in_progress.pop((service, compute), None)
-        self.note(event)
+        self.note(service, event)
 
     def order_in_progress(self, service: str, compute: str, number: int, event: dict) -> None:
         """An order that outlived connector.timeout: it may still be carried out."""
@@ -124,7 +124,7 @@ class Observations:
         if entry is None or entry.number != number:
             self.in_progress[pair] = InProgress(number, event["time"], time.monotonic(),
                                                 FIRST_RECHECK)
-        self.note(event)
+        self.note(service, event)
 
     def next_recheck(self, service: str, compute: str) -> float | None:
         """Seconds until the pair's order in progress is observed again (backing off),
@@ -135,15 +135,15 @@ class Observations:
         delay, entry.recheck = entry.recheck, min(MAX_RECHECK, entry.recheck * 2)
         return delay
 
-    def note(self, event: dict) -> None:
-        """A history event of event["service"]: recorded with its next status record."""
-        self.events.setdefault(event["service"], []).append(event)
-        self._touch(event["service"])
+    def note(self, service: str, event: dict) -> None:
+        """A history event of `service`: recorded with its next status record."""
+        self.events.setdefault(service, []).append(event)
+        self._touch(service)
 
     def take_dirty(self, limit: int) -> tuple[set[str], list[dict]]:
         """Up to `limit` services whose status record must be written, and their events
         (oldest first); the others stay for the next round."""
-        dirty = self.dirty if len(self.dirty) <= limit else set(islice(self.dirty, limit))
+        dirty = set(islice(self.dirty, limit))
         self.dirty -= dirty
         return dirty, [event for service in dirty for event in self.events.pop(service, ())]
 

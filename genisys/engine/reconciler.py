@@ -358,7 +358,7 @@ class Reconciler:
             return
         if events:  # recorded in the history with the next status records
             for event in events:
-                self.observations.note(event)
+                self.observations.note(event["service"], event)
             self._wake.set()
 
     async def _fixes(self, desired: Desired) -> dict[str, dict[str, int]]:

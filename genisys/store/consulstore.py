@@ -219,11 +219,17 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
         """Run a Consul transaction and show its writes here at once (read-your-writes):
         the entries its set and cas operations wrote, by key, or None when it was rolled
         back."""
-        outcome = await transact(self.consul, ops)
-        if outcome is None:
-            return None
-        written, deleted = outcome
-        self.mirror.apply(written, deleted)
+        journal = self.mirror.journal
+        entries = journal.writing(ops)
+        written = None
+        try:
+            outcome = await transact(self.consul, ops)
+            if outcome is None:
+                return None
+            written, deleted = outcome
+            self.mirror.apply(written, deleted)
+        finally:
+            journal.written(entries, written or {})
         self.tokens_view.write_through([entry for key, entry in written.items()
                                         if key.startswith(self.tokens_prefix)])
         return written

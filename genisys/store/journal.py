@@ -13,10 +13,11 @@ everything instead, as when Consul's index goes backwards (a restored snapshot).
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from genisys.store.transport import SlicedItems, _Consul, read_prefix_text, transact
-from genisys.store.values import TXN_OPS, _kv
+from genisys.store.values import TXN_OPS, Entry, _kv
 from genisys.store.sync import SyncState, answers
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ class Journal:
         self.state = SyncState(f"the change journal {prefix}")
         self.index = 0
         self.processed: dict[str, int] = {}  # entry key -> the ModifyIndex handled
+        # Entries this replica is writing now, and what the watch saw of them meanwhile: a
+        # busy replica often hears of its own write from the watch before the answer of
+        # the transaction itself; re-reading it would be wasted (100,000 at once).
+        self._writing: Counter[str] = Counter()
+        self._seen_while_writing: dict[str, int] = {}
         self.trimming = False  # set while this replica leads
         self._first_seen: dict[str, tuple[int, float]] = {}  # key -> (index, monotonic)
         self._tasks: list[asyncio.Task] = []
@@ -56,6 +62,29 @@ class Journal:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def writing(self, ops: list[dict]) -> list[str]:
+        """A transaction of this replica with these operations is sent: its entries."""
+        entries = [op["KV"]["Key"] for op in ops if op["KV"]["Key"].startswith(self.prefix)
+                   and op["KV"]["Verb"] == "set"]
+        self._writing.update(entries)
+        return entries
+
+    def written(self, entries: list[str], written: dict[str, Entry]) -> None:
+        """The transaction of `entries` ended (`written`: what it wrote, empty when it
+        failed): an entry the watch saw meanwhile at another index than this write's was
+        someone else's, and is handled now."""
+        self._writing.subtract(entries)
+        others = set()
+        for key in entries:
+            if self._writing[key] <= 0:
+                del self._writing[key]
+                seen = self._seen_while_writing.pop(key, None)
+                entry = written.get(key)
+                if seen is not None and (entry is None or entry.modify_index != seen):
+                    others.add(key)
+        if others:
+            self.on_changed(others)
 
     def mark(self, key: str, index: int) -> None:
         """This replica wrote entry `key` at `index` (and applied the write): nothing to
@@ -85,7 +114,13 @@ class Journal:
                       f"half the journal's grace of {self.grace:g}s)")
         elif index < self.index:
             reason = f"Consul's index went backwards ({self.index} to {index})"
-        changed = {key for key, at in entries.items() if at > self.processed.get(key, 0)}
+        changed = set()
+        for key, at in entries.items():
+            if at > self.processed.get(key, 0):
+                if key in self._writing:  # decided once that write's answer is in
+                    self._seen_while_writing[key] = max(at, self._seen_while_writing.get(key, 0))
+                else:
+                    changed.add(key)
         # An entry absent from the answer is forgotten, unless this replica wrote it after
         # the answer was made.
         self.processed = {key: at for key, at in self.processed.items() if at > index}
