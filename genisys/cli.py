@@ -27,7 +27,9 @@ from genisys.store import Conflict, ConsulStore
 log = logging.getLogger("genisys")
 
 EXIT_CONFIG = 2
-# Python's defaults are (700, 10, 10): a full collection every ~70,000 net allocations.
+# Python's defaults are (700, 10, 10). A full collection is 100 times rarer here: it paused
+# the leader 100-550 ms dozens of times a minute at 100,000 services (enough to lose the
+# lock), for almost no garbage; what is cyclic waits longer to be freed (more memory).
 GC_THRESHOLDS = (1000, 10, 1000)
 
 
@@ -73,9 +75,6 @@ def main(argv=None) -> int:
               "(or genisys.bootstrap_token_file) to an admin token of at least 32 characters "
               "(`openssl rand -hex 32`), or pass --insecure to serve it open.", file=sys.stderr)
         return EXIT_CONFIG
-    # A full collection walks every object: with 100,000 services that held the event
-    # loop 100-350 ms, dozens of times a minute, for almost no garbage (the state is
-    # acyclic; cycles come from a few asyncio frames). Collect far less often.
     gc.set_threshold(*GC_THRESHOLDS)
     return asyncio.run(serve(config, computes, dev=args.dev, bootstrap=bootstrap,
                              insecure=open_to_others))

@@ -163,7 +163,7 @@ def test_a_changed_total_reaches_only_its_service(consul, prefix):
             backend.scales.clear()
             await engine.scale("web", 3, {"local": 3})
             await until(lambda: backend.counts["web"] == 3, what="web at 3")
-            await until(lambda: engine.reconciler._recorded.get("web", {}).get("observed")
+            await until(lambda: engine.reconciler.recorded("web").get("observed")
                         == {"local": 3}, what="web recorded at 3")
             assert backend.scales == [("web", 3)]
             assert "api" not in backend.statuses  # keyed: api is not looked at
@@ -186,7 +186,7 @@ def test_a_hung_compute_does_not_delay_a_healthy_one(consul, prefix):
                         what="web at 2 on healthy, the hung compute asked")
             # The order arrived while the hung compute's call waits for its 30 s timeout.
             assert engine.reconciler.workers["hung"].failing_since is None
-            await until(lambda: engine.reconciler._recorded.get("web", {}).get("observed")
+            await until(lambda: engine.reconciler.recorded("web").get("observed")
                         == {"healthy": 2}, what="web recorded at 2 on healthy")
             assert hung.pending >= 1 and engine.reconciler.workers["hung"].failing_since is None
             # /health's last_cycle: each compute's last full observation, on its own.
@@ -203,15 +203,15 @@ def test_an_order_that_outlives_the_timeout_shows_in_progress_then_done(consul, 
         async with Engine(consul, prefix, {"slow": backend}, timeout=1.0) as engine:
             await engine.scale("web", 2, {"slow": 2})
             in_progress = await until(
-                lambda: engine.reconciler._recorded.get("web", {}).get("in_progress"),
+                lambda: engine.reconciler.recorded("web").get("in_progress"),
                 what="the order in progress")
             assert in_progress["slow"]["to"] == 2 and in_progress["slow"]["since"]
             stored = await engine.status("web")
             assert stored["in_progress"] == in_progress and stored["errors"] == {}
             # Done within seconds, not at the next full pass (poll_interval is 60 s).
-            await until(lambda: engine.reconciler._recorded.get("web", {}).get("observed")
+            await until(lambda: engine.reconciler.recorded("web").get("observed")
                         == {"slow": 2}, timeout=8, what="web observed at 2")
-            assert engine.reconciler._recorded["web"]["in_progress"] == {}
+            assert engine.reconciler.recorded("web")["in_progress"] == {}
             assert backend.scales == [("web", 2)]  # never sent again while in progress
             assert engine.metric("genisys_reconcile_requeues_total", reason="in_progress") >= 1
             history = (await engine.store.events("web"))["web"]
@@ -259,8 +259,8 @@ def test_a_newer_number_replaces_an_order_in_progress_at_once(consul, prefix):
             await until(lambda: backend.scales == [("x", 3), ("x", 0)],
                         what="the order to 0, once the one to 3 timed out")
             await until(lambda: backend.counts.get("x") == 0, what="x at 0")
-            await until(lambda: engine.reconciler._recorded.get("x", {}).get("observed")
-                        == {"slow": 0} and not engine.reconciler._recorded["x"]["in_progress"],
+            await until(lambda: engine.reconciler.recorded("x").get("observed")
+                        == {"slow": 0} and not engine.reconciler.recorded("x")["in_progress"],
                         what="x recorded at 0, nothing in progress")
             assert backend.counts["x"] == 0  # the order to 3 was replaced, never completed
 

@@ -28,6 +28,7 @@ Seams for placement (issue 13):
 """
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -106,8 +107,10 @@ class Reconciler:
         self.pacer = Pacer(store, velocity, self._stepping_changed)
         # What this leader last wrote to each status key (STATUS_FIELDS): only changes
         # are written. Each service's order history as stored (read when a term starts).
-        self._recorded: dict[str, dict] = {}
-        self.history: dict[str, list[dict]] = {}
+        # Both as JSON text: 100,000 services' nested dicts cost hundreds of MB, and every
+        # full garbage collection walks them.
+        self._recorded: dict[str, str] = {}
+        self.history: dict[str, str] = {}
         self._to_place: set[str] = set()
         # Services whose total is not placed yet: the workers get them once placed.
         self._unplaced: set[str] = set()
@@ -127,6 +130,10 @@ class Reconciler:
             return None
         return {**self._last_pass, "computes": {name: worker.last_observation
                                                 for name, worker in self.workers.items()}}
+
+    def recorded(self, service: str) -> dict:
+        """The status fields this leader last wrote for `service` ({}: none)."""
+        return json.loads(self._recorded.get(service, "{}"))
 
     def _stepping_changed(self, service: str) -> None:
         self.observations.dirty.add(service)  # its status record says so
@@ -392,10 +399,11 @@ class Reconciler:
                 status = self.observations.status(service, desired.computes)
                 if service in self.pacer.statuses:  # the field only while in steps
                     status["stepping"] = self.pacer.statuses[service]
-                if self._recorded.get(service) != status:
+                if self._recorded.get(service) != _canonical(status):
                     records[service] = status
-            histories = new_histories(self.history, events, HISTORY_LENGTH) \
-                if RECORD_HISTORY else {}
+            histories = new_histories(
+                {s: _history(self.history[s]) for s in {e["service"] for e in events}
+                 if s in self.history}, events, HISTORY_LENGTH) if RECORD_HISTORY else {}
             now = _now()
             if not term.valid() or not await self.store.leader_write(
                     term.session, {}, {s: {**r, "observed_at": now} for s, r in records.items()},
@@ -408,8 +416,8 @@ class Reconciler:
             await asyncio.sleep(min(1.0, self.poll_interval))
             self._wake.set()
             return
-        self._recorded.update(records)
-        self.history.update(histories)
+        self._recorded.update({s: _canonical(r) for s, r in records.items()})
+        self.history.update({s: _canonical(h) for s, h in histories.items()})
         await self._forget_deleted(term, desired, indexes)
 
     async def _forget_deleted(self, term, desired: Desired,
@@ -437,10 +445,14 @@ class Reconciler:
         self.metrics.full_cycle(reason)
         try:
             if reason == "start":  # a new term goes on from what Consul holds
-                self._recorded = {
-                    service: {f: status[f] for f in STATUS_FIELDS if f in status}
-                    for service, status in (await self.store.statuses()).items()}
-                self.history = await self.store.events()
+                self._recorded = {}
+                statuses = await self.store.statuses()
+                async for names in slices(statuses, RECORD_SLICE):
+                    self._recorded.update({service: _canonical({
+                        f: statuses[service][f] for f in STATUS_FIELDS if f in statuses[service]})
+                        for service in names})
+                del statuses
+                self.history = await self.store.events(raw=True)
             desired, indexes = await self.store.desired_everything()
             managed = set(desired.totals)
             if self.service_prefix:
@@ -519,6 +531,20 @@ def _transactions(fixes: dict[str, dict[str, int]]):
 def _reached(compute: Compute) -> tuple[str, str | None]:
     """What a worker's calls depend on."""
     return compute.connector, compute.token
+
+
+def _canonical(value) -> str:
+    """JSON that equal values share."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _history(text: str) -> list[dict]:
+    """A stored order history; [] when it is not one (written by hand, say)."""
+    try:
+        history = json.loads(text)
+    except ValueError:
+        return []
+    return history if isinstance(history, list) else []
 
 
 def _describe(placement: dict[str, int]) -> str:

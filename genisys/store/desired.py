@@ -97,15 +97,19 @@ class DesiredState:
         """The leader's last recorded observation of `service` (None: of every service)."""
         return await self._read_json(self.status_prefix, service, dict)
 
-    async def _read_json(self, prefix: str, service: str | None, kind: type) -> dict:
+    async def _read_json(self, prefix: str, service: str | None, kind: type,
+                         raw: bool = False) -> dict:
         """The JSON values of type `kind` under `prefix`, by service: one service's, or
         (None) every service's, parsed a slice at a time (100,000 of them would hold the
-        event loop for seconds)."""
+        event loop for seconds); `raw`: every service's text, unparsed."""
         if service is not None:
             _, item = await self.consul.kv.get(prefix + service)
             value = _from_json(item.get("Value")) if item else None
             return {service: value} if isinstance(value, kind) else {}
         _, items = await read_prefix(self.consul, prefix)
+        if raw:
+            return {item["Key"][len(prefix):]: base64.b64decode(item.get("Value") or "")
+                    .decode("utf-8", "replace") async for item in items}
         return {item["Key"][len(prefix):]: value async for item in items
                 if isinstance(value := _from_json(base64.b64decode(item.get("Value") or "")),
                               kind)}
@@ -227,9 +231,10 @@ class DesiredState:
 
     # -- order history ------------------------------------------------------------------
 
-    async def events(self, service: str | None = None) -> dict[str, list[dict]]:
-        """The order history of `service` (None: of every service), newest first."""
-        return await self._read_json(self.events_prefix, service, list)
+    async def events(self, service: str | None = None, raw: bool = False) -> dict:
+        """The order history of `service` (None: of every service), newest first; `raw`:
+        as the JSON text stored, unchecked."""
+        return await self._read_json(self.events_prefix, service, list, raw)
 
 
     async def leader_write(self, session: str, placements: dict[str, tuple[dict, int, int]],
