@@ -14,8 +14,8 @@ from genisys.devconsul import DevConsul
 from genisys.model import Compute
 from genisys.scaling import scale
 from genisys.store import ConsulStore
-from genisys.store.mirror import _newer
-from genisys.store.tables import ComputeTable, StoredCompute
+from genisys.store.mirror import Mirror, _newer
+from genisys.store.tables import ComputeTable, DesiredRecord, StoredCompute, later
 from tests.support import wait_until
 
 
@@ -209,3 +209,22 @@ def test_changes_are_found_by_modify_index_alone():
     indexes = {"p/a": 3, "p/b": 9, "p/new": 12, "p/bad name": 4}
     ours = {"a": 3, "b": 5, "gone": 2, "later": 20}
     assert _newer(indexes, "p/", 15, ours) == {"b", "new", "gone"}
+
+
+def test_a_service_written_during_a_read_keeps_its_newer_keys_and_is_not_read_again():
+    mirror = Mirror(None, key_prefix="g/", resources_prefix="r/", grace=30.0,
+                    watch_pause=1.0, on_services=lambda names: None, on_computes=lambda: None)
+    mine = DesiredRecord(3, 20, {"a": 3}, 20)  # written here while the read was in flight
+    read = DesiredRecord(2, 10, {"a": 2}, 10, {"paused": True}, 15)
+    assert later(mine, read) == DesiredRecord(3, 20, {"a": 3}, 20, {"paused": True}, 15)
+
+    async def install(meanwhile):
+        mirror.services.put("web", mine)
+        mirror._pending_services = set()
+        mirror._written_meanwhile = meanwhile
+        await mirror._install({"web": read}, {})
+        return mirror.services.get("web"), mirror._pending_services
+
+    assert asyncio.run(install({("service", "web")})) == (later(mine, read), set())
+    # A deletion leaves no index to compare with: read again.
+    assert asyncio.run(install({("deleted", "web")}))[1] == {"web"}

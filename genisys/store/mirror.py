@@ -35,6 +35,7 @@ from genisys.store.tables import (
     DesiredRecord,
     ServiceTable,
     StoredCompute,
+    later,
 )
 from genisys.store.transport import _Consul, read_keys, read_prefix
 from genisys.store.values import (
@@ -147,7 +148,11 @@ class Mirror:
         for name, entry in computes.items():
             computes_changed |= self.computes.put(name, StoredCompute.decode(name, entry))
         if self._written_meanwhile is not None:
-            self._written_meanwhile |= {("service", name) for name in services}
+            # A deletion leaves no index to compare a read with: such a service is read
+            # again; one only written is merged key by key (_install).
+            self._written_meanwhile |= {
+                ("deleted" if None in parts.values() else "service", name)
+                for name, parts in services.items()}
             self._written_meanwhile |= {("compute", name) for name in computes}
         self._notify(changed, computes_changed)
 
@@ -323,9 +328,12 @@ class Mirror:
 
     async def _install(self, records: dict[str, DesiredRecord],
                        stored: dict[str, StoredCompute | None]) -> None:
-        """Install what was read, except what this replica wrote while reading or
-        installing: that is read again (the read may predate the write). Services go in
-        INSTALL_SLICE at a time, each whole, the event loop free in between."""
+        """Install what was read. What this replica wrote while reading or installing
+        may be newer than the read: a service's keys are merged one by one, the later
+        ModifyIndex winning (a leader placing 100,000 services during a resync would
+        otherwise read them all again); a service or compute it deleted is read again.
+        Services go in INSTALL_SLICE at a time, each whole, the event loop free in
+        between."""
         meanwhile = self._written_meanwhile
         computes_changed = False
         for name, entry in stored.items():
@@ -337,9 +345,13 @@ class Mirror:
         async for names in slices(records, INSTALL_SLICE):
             changed = set()
             for name in names:
-                if ("service", name) in meanwhile:
+                record = records[name]
+                if ("deleted", name) in meanwhile:
                     self._pending_services.add(name)
-                elif self.services.put(name, records[name]):
+                    continue
+                if ("service", name) in meanwhile:
+                    record = later(self.services.get(name), record)
+                if self.services.put(name, record):
                     changed.add(name)
             self._notify(changed, False)
         if self._pending_services or self._pending_computes:

@@ -32,6 +32,17 @@ class DesiredRecord:
 ABSENT = DesiredRecord(None, 0, {}, 0)
 
 
+def later(mine: DesiredRecord, read: DesiredRecord) -> DesiredRecord:
+    """Each key's newer value of two records of one service (ModifyIndexes only grow;
+    0, absent, is older than any): a key written here after a read began wins."""
+    fields = {}
+    for part, index in (("total", "total_index"), ("placement", "placement_index"),
+                        ("flags", "flags_index")):
+        newer = mine if getattr(mine, index) > getattr(read, index) else read
+        fields[part], fields[index] = getattr(newer, part), getattr(newer, index)
+    return DesiredRecord(**fields)
+
+
 class ServiceTable:
     """Every service's DesiredRecord, by name."""
 
