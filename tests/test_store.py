@@ -203,6 +203,13 @@ def test_the_compute_table_keeps_its_order_and_owners_as_it_changes():
     assert table.owners("http://h:2") == {"b"} and table.ordered()[0][1] == 9
     table.put("b", None)
     assert table.owners("http://h:2") == set() and list(table.connectors()) == ["a"]
+    taken = table.connectors()
+    table.put("c", stored("c", "http://h:3", 11, 11))  # a new one goes last, no sort
+    table.put("d", stored("d", "http://h:4", 10, 10))  # created before c: sorted again
+    assert list(table.connectors()) == ["a", "d", "c"]
+    assert [c.name for c, _ in table.ordered()] == ["a", "d", "c"] and list(table.specs()) == [
+        "a", "d", "c"]
+    assert list(taken) == ["a"]  # what a reader took does not change under it
 
 
 def test_changes_are_found_by_modify_index_alone():

@@ -71,8 +71,9 @@ class ComputeWorker:
         return self.calls.failing_since
 
     def enqueue(self, services: set[str]) -> None:
-        self._queue |= services
-        self._wake.set()
+        if services:  # 10,000 workers woken for nothing cost more than the change itself
+            self._queue |= services
+            self._wake.set()
 
     async def run(self) -> None:
         """Handle queued names until cancelled."""

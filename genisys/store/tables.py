@@ -90,16 +90,17 @@ class StoredCompute:
 
 class ComputeTable:
     """Every compute, by name; its definition order and connector owners derived on
-    demand and cached until the next change."""
+    demand: a new compute is appended to them, any other change has them derived again."""
 
     def __init__(self):
         self.entries: dict[str, StoredCompute] = {}
         self.version = 0
         self._owners: dict[str, set[str]] = {}  # connector identity -> compute names
-        self._derived_version = -1
+        self._stale = False  # the derived order, connectors and specs must be redone
         self._ordered: list[tuple[Compute, int]] = []
         self._connectors: dict[str, str] = {}
         self._specs: dict[str, ComputeSpec] = {}
+        self._last_created = (0, "")  # (CreateIndex, name) of the last in that order
 
     def get(self, name: str) -> StoredCompute | None:
         return self.entries.get(name)
@@ -119,6 +120,11 @@ class ComputeTable:
         else:
             self.entries[name] = stored
             self._owners.setdefault(url_identity(stored.compute.connector), set()).add(name)
+        if old is None and stored is not None and not self._stale \
+                and self._last_created <= (stored.create_index, name):
+            self._append(stored)  # a new compute comes last: no sort of 10,000 again
+        else:
+            self._stale = True
         self.version += 1
         return True
 
@@ -141,11 +147,22 @@ class ComputeTable:
         return self._specs
 
     def _derive(self) -> None:
-        if self._derived_version == self.version:
+        if not self._stale:
             return
-        stored = sorted(self.entries.items(),
-                        key=lambda item: (item[1].create_index, item[0]))
-        self._ordered = [(s.compute, s.modify_index) for _, s in stored]
+        stored = sorted(self.entries.values(),
+                        key=lambda entry: (entry.create_index, entry.compute.name))
+        self._ordered = [(s.compute, s.modify_index) for s in stored]
         self._connectors = {c.name: c.connector for c, _ in self._ordered}
         self._specs = {c.name: c.spec for c, _ in self._ordered}
-        self._derived_version = self.version
+        self._last_created = (stored[-1].create_index, stored[-1].compute.name) if stored \
+            else (0, "")
+        self._stale = False
+
+    def _append(self, stored: StoredCompute) -> None:
+        """`stored`, a new compute, goes last in the derived order. New lists and dicts
+        (copies cost far less than a sort): what a reader took keeps what it had."""
+        compute = stored.compute
+        self._ordered = [*self._ordered, (compute, stored.modify_index)]
+        self._connectors = {**self._connectors, compute.name: compute.connector}
+        self._specs = {**self._specs, compute.name: compute.spec}
+        self._last_created = (stored.create_index, compute.name)
