@@ -1,7 +1,10 @@
 """The change journal's bookkeeping of this replica's own writes (genisys.store.journal):
 the watch often answers with an entry before the transaction that wrote it does."""
 
-from genisys.store.journal import Journal
+import base64
+import json
+
+from genisys.store.journal import Journal, batch_names
 from genisys.store.values import Entry
 
 PREFIX = "g/changes/"
@@ -54,3 +57,19 @@ def test_entries_not_being_written_are_read_at_once():
     log.writing([op(PREFIX + "services/api")])
     log._answered(10, {KEY: 10}, None)
     assert changed == [{KEY}]
+
+
+def test_a_batch_entry_names_the_services_to_read():
+    changed = []
+    log = journal(changed)
+    batch = PREFIX + "batch/3f2a"
+    log._batches = {batch: ["web", "api"]}
+    log._answered(10, {batch: 10}, None)
+    assert changed == [{PREFIX + "services/web", PREFIX + "services/api"}]
+
+
+def test_a_batch_entry_that_names_no_valid_service_names_none():
+    value = base64.b64encode(json.dumps(["web", "../etc", 3]).encode()).decode()
+    assert batch_names(value) == ["web"]
+    assert batch_names(base64.b64encode(b"not json").decode()) == []
+    assert batch_names(None) == []

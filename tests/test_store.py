@@ -235,3 +235,21 @@ def test_a_service_written_during_a_read_keeps_its_newer_keys_and_is_not_read_ag
     assert asyncio.run(install({("service", "web")})) == (later(mine, read), set())
     # A deletion leaves no index to compare with: read again.
     assert asyncio.run(install({("deleted", "web")}))[1] == {"web"}
+
+
+def test_placements_the_leader_writes_reach_a_follower_through_one_entry_per_transaction(
+        start_replica, consul, prefix):
+    leader = start_replica()
+    wait_until(leader.leads, what="the first replica to lead")
+    follower = start_replica()
+    assert leader.request("POST", "/compute", {
+        "name": "a", "connector": "http://127.0.0.1:9"}).status_code == 201
+    consul.kv_put_many({f"{prefix}resources/s{i}": "2" for i in range(40)})  # another tool
+
+    def placed_on_the_follower():
+        services = follower.request("GET", "/service").json()
+        return all(services.get(f"s{i}", {}).get("placement") == {"a": 2} for i in range(40))
+    wait_until(placed_on_the_follower, what="the leader's placements on the follower")
+    journal = consul.kv_keys(f"{prefix}changes/")
+    assert not any(key.startswith(f"{prefix}changes/services/s") for key in journal)
+    assert 1 <= sum(key.startswith(f"{prefix}changes/batch/") for key in journal) <= 3

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from genisys.metrics import ReplicaMetrics
 from genisys.store.desired import DesiredState
 from genisys.store.election import Election
+from genisys.store.journal import BATCH
 from genisys.store.failover import FailoverRecords
 from genisys.store.registry import Registry
 from genisys.store.tokens import Tokens
@@ -214,6 +215,12 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
         compute sets in its transaction (genisys/store/journal.py). Its value is new each
         time: Consul leaves the ModifyIndex of a key set to the value it has unchanged."""
         return _kv("set", self.mirror.journal_key(kind, name), secrets.token_hex(6))
+
+    def _journal_batch_op(self, services: list[str]) -> dict:
+        """One journal entry naming every service a transaction places (a new key each
+        time, so that writers never contend on it)."""
+        return _kv("set", self.mirror.journal_key(BATCH, secrets.token_hex(8)),
+                   json.dumps(services, separators=(",", ":")))
 
     async def _txn(self, ops: list[dict]) -> dict[str, Entry] | None:
         """Run a Consul transaction and show its writes here at once (read-your-writes):

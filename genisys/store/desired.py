@@ -252,8 +252,7 @@ class DesiredState:
         for service, (placement, total_index, placement_index) in placements.items():
             group = [_kv("check-index", self.resources_key_prefix + service, index=total_index),
                      _kv("cas", self.placements_prefix + service, _to_json(placement),
-                         placement_index),
-                     self._journal_op(SERVICES, service)]
+                         placement_index)]
             # As a scale request does: a compute deleted or marked meanwhile refuses it.
             group += [_kv("check-index", self.computes_prefix + c,
                           index=stored.modify_index if (stored := computes.get(c)) else 0)
@@ -272,15 +271,20 @@ class DesiredState:
         guard = {"KV": {"Verb": "check-session", "Key": self.leader_key, "Session": session}}
         ok = True
         # Consul allows 64 operations and 512 KiB per transaction; a placement's checks,
-        # and a status's history, stay with it.
+        # and a status's history, stay with it. One journal entry names the placements of
+        # a transaction (the guard and it: two operations).
         batch: list[dict] = []
         size = 0
         for group in groups + [None]:
             group_size = group and sum(len(op["KV"].get("Value", "")) for op in group)
-            if group is None or len(batch) + len(group) > TXN_OPS - 1 \
-                    or size + group_size > TXN_BYTES:
+            if group is None or len(batch) + len(group) > TXN_OPS - 2 \
+                    or size + group_size > TXN_BYTES - 4096:
                 if batch:
-                    ok = await self._txn([guard, *batch]) is not None and ok
+                    placed = [op["KV"]["Key"][len(self.placements_prefix):] for op in batch
+                              if op["KV"]["Verb"] == "cas"
+                              and op["KV"]["Key"].startswith(self.placements_prefix)]
+                    journal = [self._journal_batch_op(placed)] if placed else []
+                    ok = await self._txn([guard, *batch, *journal]) is not None and ok
                 batch, size = [], 0
             if group is not None:
                 batch.extend(group)

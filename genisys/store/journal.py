@@ -1,8 +1,11 @@
 """The change journal: one key per service, `{key_prefix}changes/services/<svc>`, and per
 compute, `{key_prefix}changes/computes/<name>`, set in the transaction of every Genisys
 write of that service's desired state or that compute (a `set`: writers never contend on
-it). Every replica watches this small prefix instead of the large ones, and re-reads only
-what an entry newer than the one it processed names.
+it). The leader's placement transactions name their services in one entry each instead,
+`{key_prefix}changes/batch/<random>` (a JSON list): 100,000 placements leave ~7,000
+entries, not 100,000, for every answer of the watch to carry until they are trimmed.
+Every replica watches this small prefix instead of the large ones, and re-reads only what
+an entry newer than the one it processed names.
 
 The leader deletes an entry once it has seen it for `grace` seconds (delete-cas at the
 index it saw: an entry rewritten meanwhile stays). A replica whose watch had no answer for
@@ -11,11 +14,14 @@ everything instead, as when Consul's index goes backwards (a restored snapshot).
 """
 
 import asyncio
+import base64
+import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 
+from genisys.model import NAME_PATTERN
 from genisys.store.transport import SlicedItems, _Consul, read_prefix_text, transact
 from genisys.store.values import TXN_OPS, Entry, _kv
 from genisys.store.sync import SyncState, answers
@@ -24,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SERVICES = "services/"
 COMPUTES = "computes/"
+BATCH = "batch/"
 # Long enough for a quiet journal to cost almost nothing, short enough that a Consul that
 # hangs is noticed within seconds.
 MAX_WAIT = 10.0
@@ -53,6 +60,7 @@ class Journal:
         self.trimming = False  # set while this replica leads
         self._first_seen: dict[str, tuple[int, float]] = {}  # key -> (index, monotonic)
         self._tasks: list[asyncio.Task] = []
+        self._batches: dict[str, list[str]] = {}  # batch entry -> its services, last answer
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +92,7 @@ class Journal:
                 if seen is not None and (entry is None or entry.modify_index != seen):
                     others.add(key)
         if others:
-            self.on_changed(others)
+            self.on_changed(self._expand(others))
 
     def mark(self, key: str, index: int) -> None:
         """This replica wrote entry `key` at `index` (and applied the write): nothing to
@@ -100,7 +108,12 @@ class Journal:
             answered_at = answered
             self.state.ok()
             items = SlicedItems(body)
-            entries = {item["Key"]: item["ModifyIndex"] async for item in items}
+            entries, batches = {}, {}
+            async for item in items:
+                entries[item["Key"]] = item["ModifyIndex"]
+                if item["Key"].startswith(self.prefix + BATCH):
+                    batches[item["Key"]] = batch_names(item.get("Value"))
+            self._batches = batches
             del body
             started = time.monotonic()
             self._answered(index, entries, gap)
@@ -134,7 +147,17 @@ class Journal:
         if reason:
             self.on_gap(reason)
         elif changed:
-            self.on_changed(changed)
+            self.on_changed(self._expand(changed))
+
+    def _expand(self, keys: set[str]) -> set[str]:
+        """Entry keys, a batch entry replaced by a service entry key per service it names."""
+        expanded = set()
+        for key in keys:
+            if key.startswith(self.prefix + BATCH):
+                expanded |= {self.prefix + SERVICES + name for name in self._batches.get(key, ())}
+            else:
+                expanded.add(key)
+        return expanded
 
     async def _trim(self) -> None:
         """While leading: delete the entries seen for longer than the grace period."""
@@ -159,3 +182,14 @@ class Journal:
         if await transact(self._consul, ops) is None and len(entries) > 1:
             for key, at in entries:  # one was rewritten meanwhile: it stays, the rest go
                 await transact(self._consul, [_kv("delete-cas", key, index=at)])
+
+
+def batch_names(value: str | None) -> list[str]:
+    """The services a batch entry names (Consul's base64 value); [] when it names none."""
+    try:
+        names = json.loads(base64.b64decode(value or ""))
+    except ValueError:
+        return []
+    if not isinstance(names, list):
+        return []
+    return [name for name in names if isinstance(name, str) and NAME_PATTERN.fullmatch(name)]

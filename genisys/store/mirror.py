@@ -27,7 +27,7 @@ from itertools import chain
 
 from genisys.bounded import each, slices
 from genisys.model import NAME_PATTERN
-from genisys.store.journal import COMPUTES, SERVICES, Journal
+from genisys.store.journal import BATCH, COMPUTES, SERVICES, Journal, batch_names
 from genisys.store.sync import SyncState
 from genisys.store.tables import (
     ABSENT,
@@ -397,11 +397,17 @@ class Mirror:
                     name = item["Key"][len(prefix):]
                     records[name] = self.record({part: _entry(item)}, records.get(name, ABSENT))
         _, journal = await read_prefix(self._consul, self.journal_prefix)
-        later = {item["Key"][len(self.journal_prefix):].partition("/")
-                 async for item in journal if item["ModifyIndex"] > first}
-        fresh_records, fresh_stored = await self._read(
-            {name for kind, _, name in later if f"{kind}/" == SERVICES},
-            {name for kind, _, name in later if f"{kind}/" == COMPUTES})
+        services, computes = set(), set()
+        async for item in journal:
+            if item["ModifyIndex"] > first:
+                kind, _, name = item["Key"][len(self.journal_prefix):].partition("/")
+                if f"{kind}/" == SERVICES:
+                    services.add(name)
+                elif f"{kind}/" == COMPUTES:
+                    computes.add(name)
+                elif f"{kind}/" == BATCH:
+                    services.update(batch_names(item.get("Value")))
+        fresh_records, fresh_stored = await self._read(services, computes)
         records.update(fresh_records)
         stored.update(fresh_stored)
         return records, stored
