@@ -8,10 +8,10 @@ finds what was known costs no status work.
 """
 
 import time
-from itertools import islice
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 
 from genisys.engine.calls import Observation
 from genisys.plan import Desired, Observed, OrderCounts, open_orders, order_warnings
