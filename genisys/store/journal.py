@@ -2,8 +2,8 @@
 compute, `{key_prefix}changes/computes/<name>`, set in the transaction of every Genisys
 write of that service's desired state or that compute (a `set`: writers never contend on
 it). The leader's placement transactions name their services in one entry each instead,
-`{key_prefix}changes/batch/<random>` (a JSON list): 100,000 placements leave ~7,000
-entries, not 100,000, for every answer of the watch to carry until they are trimmed.
+`{key_prefix}changes/batch/<random>` (a JSON list): 100,000 placements leave under
+10,000 entries, not 100,000, for every answer of the watch to carry until they are trimmed.
 Every replica watches this small prefix instead of the large ones, and re-reads only what
 an entry newer than the one it processed names.
 
