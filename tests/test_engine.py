@@ -11,7 +11,7 @@ import requests
 
 from genisys.connector import ConnectorClient
 from genisys.connectors.kit import Backend, Connector, listen
-from genisys.engine.reconciler import Reconciler
+from genisys.engine.reconciler import PLACEMENT_TXN_OPS, Reconciler, _transactions
 from genisys.leader import Term
 from genisys.model import Compute, check_fields, validate_name
 from genisys.store import ConsulStore
@@ -265,3 +265,11 @@ def test_a_newer_number_replaces_an_order_in_progress_at_once(consul, prefix):
             assert backend.counts["x"] == 0  # the order to 3 was replaced, never completed
 
     run(scenario)
+
+
+def test_placement_fixes_are_grouped_to_fill_one_transaction_each():
+    fixes = {f"s{i}": {"a": 1, "b": 1} for i in range(100)}  # 4 operations each
+    chunks = list(_transactions(fixes))
+    assert [len(chunk) for chunk in chunks[:-1]] == [PLACEMENT_TXN_OPS // 4] * (len(chunks) - 1)
+    assert sum(len(chunk) for chunk in chunks) == 100
+    assert PLACEMENT_TXN_OPS + 2 == 64  # with the leader's guard and the journal entry

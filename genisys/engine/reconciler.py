@@ -69,9 +69,9 @@ HISTORY_LENGTH = 50
 # Only bench/reconcile.py sets this, to measure what the history costs.
 RECORD_HISTORY = os.environ.get("GENISYS_BENCH_NO_HISTORY") is None
 # Placement transactions in flight at once, and the operations each holds at most
-# (Consul allows 64; the leader's guard is one).
+# (Consul allows 64; the leader's guard and the journal entry take two).
 PLACEMENT_WRITES = 16
-PLACEMENT_TXN_OPS = 63
+PLACEMENT_TXN_OPS = 62
 # Services whose placement is worked out before the event loop gets a turn: placing
 # 100,000 at once takes seconds, and the leader's session is renewed meanwhile.
 PLACING_SLICE = 1000
@@ -515,10 +515,11 @@ def service_states(desired: Desired, managed: set[str], observed: Observed) -> d
 
 def _transactions(fixes: dict[str, dict[str, int]]):
     """The fixes in groups that each fit one Consul transaction (ConsulStore.leader_write:
-    three operations per placement and one per compute it uses, besides the guard)."""
+    two operations per placement and one per compute it uses, besides the guard and the
+    journal entry)."""
     chunk, size = {}, 0
     for service, placement in fixes.items():
-        ops = 3 + len(placement)
+        ops = 2 + len(placement)
         if chunk and size + ops > PLACEMENT_TXN_OPS:
             yield chunk
             chunk, size = {}, 0
