@@ -16,8 +16,8 @@ from collections.abc import Callable
 from genisys.metrics import ReplicaMetrics
 from genisys.store.desired import DesiredState
 from genisys.store.election import Election
-from genisys.store.journal import BATCH
 from genisys.store.failover import FailoverRecords
+from genisys.store.journal import BATCH
 from genisys.store.registry import Registry
 from genisys.store.tokens import Tokens
 from genisys.store.transport import (

@@ -296,6 +296,7 @@ class Mirror:
             batch.append(unit)
         if batch:
             batches.append(batch)
+
         async def read(batch):
             keys = [key for _, _, unit_keys in batch for key in unit_keys]
             return batch, await read_keys(self._consul, keys, self._likely_present(batch))
