@@ -125,6 +125,17 @@ def test_a_compute_another_tool_writes_is_picked_up(replicas, consul, prefix):
     assert replica.reported == ["computes"]
 
 
+def test_a_scale_naming_a_compute_this_replica_has_not_seen_yet_reads_consul(
+        replicas, consul, prefix):
+    replica = replicas()
+
+    async def create_elsewhere_then_scale():
+        # Blocking here keeps the watch from installing the compute before the scale.
+        consul.kv_put(f"{prefix}computes/two", '{"name": "two", "connector": "http://h:2"}')
+        return await scale(replica.store, "web", 1, "two", "first")
+    assert replica.run(create_elsewhere_then_scale()) == {"two": 1}
+
+
 def test_the_leader_trims_the_journal_after_the_grace_period(replicas, consul, prefix):
     leader, follower = replicas(journal_grace=1.0), replicas(journal_grace=1.0)
     define_and_scale(follower, {"web": 2})
