@@ -73,12 +73,15 @@ async def preview(store: ConsulStore, service: str, number: int, compute: str | 
 
 async def plan(store: ConsulStore, service: str, number: int, compute: str | None,
                strategy: str, fresh: bool = False) -> Plan | None:
-    """The placement a scale would commit, changing nothing; None when `compute` is not
-    in the local view (read again with `fresh`). Conflict for a service being deleted."""
+    """The placement a scale would commit, changing nothing; None when the local view
+    knows no compute, or not `compute` (read again with `fresh`). Conflict for a service
+    being deleted."""
     # The first attempt reads computes from the local view; after a conflict, or a
     # compute the view does not know yet, read them from Consul itself.
     computes = await store.compute_entries(consistent=fresh)
     if not computes:
+        if not fresh:
+            return None
         raise Conflict("no compute is defined: create one with POST /compute first.")
     # A compute being deleted takes nothing new; the commit checks its index, so a
     # delete that marks it meanwhile makes this attempt fail and re-read.
