@@ -39,7 +39,7 @@ def test_another_write_seen_while_writing_is_read_once_the_write_ends():
     log._answered(10, {KEY: 9}, None)  # someone else's entry, before this write
     assert changed == []
     log.written(entries, written(10))
-    assert changed == [{KEY}]
+    assert changed == [{KEY: 9}]
 
 
 def test_an_entry_seen_while_a_write_failed_is_read():
@@ -48,7 +48,7 @@ def test_an_entry_seen_while_a_write_failed_is_read():
     entries = log.writing([op()])
     log._answered(10, {KEY: 10}, None)
     log.written(entries, {})  # refused: the entry at 10 was another writer's
-    assert changed == [{KEY}]
+    assert changed == [{KEY: 10}]
 
 
 def test_entries_not_being_written_are_read_at_once():
@@ -56,7 +56,7 @@ def test_entries_not_being_written_are_read_at_once():
     log = journal(changed)
     log.writing([op(PREFIX + "services/api")])
     log._answered(10, {KEY: 10}, None)
-    assert changed == [{KEY}]
+    assert changed == [{KEY: 10}]
 
 
 def test_a_batch_entry_names_the_services_to_read():
@@ -65,7 +65,7 @@ def test_a_batch_entry_names_the_services_to_read():
     batch = PREFIX + "batch/3f2a"
     log._batches = {batch: ["web", "api"]}
     log._answered(10, {batch: 10}, None)
-    assert changed == [{PREFIX + "services/web", PREFIX + "services/api"}]
+    assert changed == [{PREFIX + "services/web": 10, PREFIX + "services/api": 10}]
 
 
 def test_a_batch_entry_that_names_no_valid_service_names_none():

@@ -14,6 +14,7 @@ from genisys.devconsul import DevConsul
 from genisys.model import Compute
 from genisys.scaling import scale
 from genisys.store import ConsulStore
+from genisys.store.journal import SERVICES
 from genisys.store.mirror import Mirror, _newer
 from genisys.store.tables import ComputeTable, DesiredRecord, StoredCompute, later
 from tests.support import wait_until
@@ -197,6 +198,29 @@ def test_a_total_and_its_placement_are_never_seen_apart(replicas):
     wait_until(lambda: reader.totals() == {"web": 101}, what="the last scale")
     assert mixed == []
     assert seen and seen == sorted(seen)  # and never an older record after a newer one
+
+
+def test_a_resync_reads_again_only_what_the_journal_names_after_the_resync_read_it(
+        replicas, consul, prefix):
+    writer, reader = replicas(), replicas()
+    define_and_scale(writer, {"db": 1})
+    wait_until(lambda: reader.totals() == {"db": 1}, what="db on the reader")
+    mirror = reader.store.mirror
+    db_entry, later_entry = (mirror.journal_key(SERVICES, name) for name in ("db", "later"))
+    db_index = requests.get(f"{consul.url}/v1/kv/{db_entry}", timeout=5).json()[0]["ModifyIndex"]
+
+    async def resync_while_the_journal_names(entries):
+        mirror._task.cancel()  # only this test reads now
+        mirror._pending_services = {"db"}  # pending before the resync: it reads db too
+        mirror._resync_reason = "a test"
+        resync = asyncio.ensure_future(mirror._resync())
+        await asyncio.sleep(0)  # the resync has begun
+        mirror._journaled(entries)
+        await resync
+        return mirror._pending_services
+    # db's entry predates the resync's read of the journal; "later" is written after it.
+    assert reader.run(resync_while_the_journal_names(
+        {db_entry: db_index, later_entry: 10 ** 12})) == {"later"}
 
 
 def test_the_compute_table_keeps_its_order_and_owners_as_it_changes():

@@ -41,13 +41,13 @@ SHARE = 0.10
 
 class Journal:
     def __init__(self, consul: _Consul, prefix: str, grace: float,
-                 on_changed: Callable[[set[str]], None], on_gap: Callable[[str], None]):
+                 on_changed: Callable[[dict[str, int]], None], on_gap: Callable[[str], None]):
         self._consul = consul
         self.prefix = prefix
         self.grace = grace
         # An answer comes at least every `wait` (+1/16): well inside grace / 2.
         self.wait = min(MAX_WAIT, grace / 4)
-        self.on_changed = on_changed  # the keys of entries newer than processed
+        self.on_changed = on_changed  # entries newer than processed: key -> ModifyIndex
         self.on_gap = on_gap  # why everything must be read again
         self.state = SyncState(f"the change journal {prefix}")
         self.index = 0
@@ -83,14 +83,14 @@ class Journal:
         failed): an entry the watch saw meanwhile at another index than this write's was
         someone else's, and is handled now."""
         self._writing.subtract(entries)
-        others = set()
+        others = {}
         for key in entries:
             if self._writing[key] <= 0:
                 del self._writing[key]
                 seen = self._seen_while_writing.pop(key, None)
                 entry = written.get(key)
                 if seen is not None and (entry is None or entry.modify_index != seen):
-                    others.add(key)
+                    others[key] = seen
         if others:
             self.on_changed(self._expand(others))
 
@@ -127,13 +127,13 @@ class Journal:
                       f"half the journal's grace of {self.grace:g}s)")
         elif index < self.index:
             reason = f"Consul's index went backwards ({self.index} to {index})"
-        changed = set()
+        changed = {}
         for key, at in entries.items():
             if at > self.processed.get(key, 0):
                 if key in self._writing:  # decided once that write's answer is in
                     self._seen_while_writing[key] = max(at, self._seen_while_writing.get(key, 0))
                 else:
-                    changed.add(key)
+                    changed[key] = at
         # An entry absent from the answer is forgotten, unless this replica wrote it after
         # the answer was made.
         self.processed = {key: at for key, at in self.processed.items() if at > index}
@@ -149,14 +149,14 @@ class Journal:
         elif changed:
             self.on_changed(self._expand(changed))
 
-    def _expand(self, keys: set[str]) -> set[str]:
-        """Entry keys, a batch entry replaced by a service entry key per service it names."""
-        expanded = set()
-        for key in keys:
-            if key.startswith(self.prefix + BATCH):
-                expanded |= {self.prefix + SERVICES + name for name in self._batches.get(key, ())}
-            else:
-                expanded.add(key)
+    def _expand(self, entries: dict[str, int]) -> dict[str, int]:
+        """Entries (key -> ModifyIndex), a batch entry replaced by a service entry key per
+        service it names."""
+        expanded = {}
+        for key, at in entries.items():
+            names = self._batches.get(key, ()) if key.startswith(self.prefix + BATCH) else None
+            for key in (key,) if names is None else (self.prefix + SERVICES + n for n in names):
+                expanded[key] = max(at, expanded.get(key, 0))
         return expanded
 
     async def _trim(self) -> None:

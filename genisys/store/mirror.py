@@ -87,6 +87,9 @@ class Mirror:
         # The watches' last answers while a resync is due: compared once it is done.
         self._deferred: dict[Callable, tuple[int, dict[str, int]]] = {}
         self._resyncing = False
+        # While a resync runs: what journal entries named meanwhile, (kind, name) -> the
+        # entry's ModifyIndex; the resync's own read covers those it reads the journal after.
+        self._named_while_resyncing: dict[tuple[str, str], int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -196,14 +199,19 @@ class Mirror:
 
     # -- what others wrote ------------------------------------------------------------------
 
-    def _journaled(self, keys: set[str]) -> None:
-        """Journal entries newer than processed: re-read what they name."""
-        for key in keys:
+    def _journaled(self, entries: dict[str, int]) -> None:
+        """Journal entries newer than processed (key -> ModifyIndex): re-read what they
+        name; during a resync, only what it does not read after them (`_resync`)."""
+        for key, at in entries.items():
             kind, _, name = key[len(self.journal_prefix):].partition("/")
-            if f"{kind}/" == SERVICES:
-                self._pending_services.add(name)
-            elif f"{kind}/" == COMPUTES:
-                self._pending_computes.add(name)
+            kind = {SERVICES: "service", COMPUTES: "compute"}.get(f"{kind}/")
+            if kind is None:
+                continue
+            if self._resyncing:
+                named = self._named_while_resyncing
+                named[kind, name] = max(at, named.get((kind, name), 0))
+            else:
+                (self._pending_services if kind == "service" else self._pending_computes).add(name)
         self._wake.set()
 
     def reread(self, services: set[str]) -> None:
@@ -362,9 +370,14 @@ class Mirror:
         reason, self._resync_reason = self._resync_reason, None
         (log.info if reason == "starting" else log.warning)(
             "reading the whole compute registry and desired state from Consul: %s", reason)
+        # What was pending is read with everything else. What the journal names while the
+        # resync runs is read again only if written after the resync read the journal: a
+        # leader placing thousands a second would otherwise set off resync after resync.
+        self._pending_services, self._pending_computes = set(), set()
         self._written_meanwhile, self._resyncing = set(), True
+        covered = 0  # the journal index the read covers
         try:
-            records, stored = await self._read_everything()
+            records, stored, covered = await self._read_everything()
             records.update({name: ABSENT for name in self.services.records
                             if name not in records})
             stored.update({name: None for name in self.computes.entries if name not in stored})
@@ -375,16 +388,22 @@ class Mirror:
         finally:
             self._written_meanwhile = None
             self._resyncing = False
+            named, self._named_while_resyncing = self._named_while_resyncing, {}
+            for (kind, name), at in named.items():
+                if at > covered:
+                    (self._pending_services if kind == "service"
+                     else self._pending_computes).add(name)
         deferred, self._deferred = self._deferred, {}
         for compare, answer in deferred.items():
             compare(*answer)
 
     async def _read_everything(self) -> tuple[dict[str, DesiredRecord],
-                                              dict[str, StoredCompute | None]]:
+                                              dict[str, StoredCompute | None], int]:
         """Every compute and service, one prefix at a time (a transaction of get-tree
         operations would hold them all in memory at once); then, read again one by one,
         those the journal says were written after the first prefix was read: a total
-        and a placement written together between two reads are never seen apart."""
+        and a placement written together between two reads are never seen apart. With
+        the index of the journal read: every entry up to it is covered."""
         first, items = await read_prefix(self._consul, self.computes_prefix)
         stored = {name: StoredCompute.decode(name, _entry(item)) async for item in items
                   if (name := item["Key"][len(self.computes_prefix):])}
@@ -397,7 +416,7 @@ class Mirror:
                 if _valid_names([item["Key"]], prefix):
                     name = item["Key"][len(prefix):]
                     records[name] = self.record({part: _entry(item)}, records.get(name, ABSENT))
-        _, journal = await read_prefix(self._consul, self.journal_prefix)
+        covered, journal = await read_prefix(self._consul, self.journal_prefix)
         services, computes = set(), set()
         async for item in journal:
             if item["ModifyIndex"] > first:
@@ -411,7 +430,7 @@ class Mirror:
         fresh_records, fresh_stored = await self._read(services, computes)
         records.update(fresh_records)
         stored.update(fresh_stored)
-        return records, stored
+        return records, stored, covered
 
 
 def _entry(item: dict) -> Entry:
