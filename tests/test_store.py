@@ -6,10 +6,12 @@ import asyncio
 import logging
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import requests
 
+from genisys.api.services import known_record
 from genisys.devconsul import DevConsul
 from genisys.model import Compute
 from genisys.scaling import scale
@@ -135,6 +137,17 @@ def test_a_scale_naming_a_compute_this_replica_has_not_seen_yet_reads_consul(
         consul.kv_put(f"{prefix}computes/two", '{"name": "two", "connector": "http://h:2"}')
         return await scale(replica.store, "web", 1, "two", "first")
     assert replica.run(create_elsewhere_then_scale()) == {"two": 1}
+
+
+def test_a_service_this_replica_has_not_seen_yet_is_known_to_its_api(replicas, consul,
+                                                                       prefix):
+    replica = replicas()
+
+    async def scale_elsewhere_then_look_it_up():
+        # Blocking here keeps the mirror from reading the total before the look-up.
+        consul.kv_put(f"{prefix}resources/batch", "4")
+        return await known_record(SimpleNamespace(store=replica.store), "batch")
+    assert replica.run(scale_elsewhere_then_look_it_up())["desired"] == 4
 
 
 def test_the_leader_trims_the_journal_after_the_grace_period(replicas, consul, prefix):

@@ -87,9 +87,11 @@ class ServicesHandler(JsonHandler):
 
 
 async def known_record(context, service: str) -> dict:
-    """The service's record; 404 when it is not known."""
+    """The service's record; 404 when it is not known, even to Consul (the view may lag
+    behind a write made through another replica)."""
     validate_name(service, "service name")
-    record = (await context.store.service_records(service)).get(service)
+    record = (await context.store.service_records(service)).get(service) or \
+        (await context.store.service_records(service, fresh=True)).get(service)
     if record is None:
         raise ApiError(404, f"service {service!r} is not known: it has no desired total, "
                             "placement or observed status.")

@@ -114,9 +114,10 @@ class DesiredState:
                 if isinstance(value := _from_json(base64.b64decode(item.get("Value") or "")),
                               kind)}
 
-    async def service_records(self, service: str | None = None) -> dict[str, dict]:
+    async def service_records(self, service: str | None = None,
+                              fresh: bool = False) -> dict[str, dict]:
         """Desired total, placement and last observed status of `service` (None: of every
-        known service)."""
+        known service); `fresh`: `service`'s desired state read from Consul, not the view."""
         self._check_synced()
         statuses = await self.statuses(service)
         records = self.mirror.services.records
@@ -126,7 +127,7 @@ class DesiredState:
             names = [service]
         answer = {}
         for name in names:
-            record = self.mirror.services.get(name)
+            record = await self.read_desired(name) if fresh else self.mirror.services.get(name)
             if not record.exists and name not in statuses:
                 continue
             observed = statuses.get(name, {})
