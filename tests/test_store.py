@@ -285,6 +285,16 @@ def test_a_service_written_during_a_read_keeps_its_newer_keys_and_is_not_read_ag
     assert asyncio.run(install({("deleted", "web")}))[1] == {"web"}
 
 
+def test_a_burst_is_read_one_by_one_unless_it_changed_most_services():
+    mirror = Mirror(None, key_prefix="g/", resources_prefix="r/", grace=30.0,
+                    watch_pause=1.0, on_services=lambda names: None, on_computes=lambda: None)
+    assert not mirror._worth_a_resync(2000) and mirror._worth_a_resync(2001)
+    for i in range(10000):
+        mirror.services.put(f"s{i}", DesiredRecord(1, i + 1, {}, 0))
+    assert not mirror._worth_a_resync(5000)  # re-read one by one: cheaper than everything
+    assert mirror._worth_a_resync(5001)
+
+
 def test_placements_the_leader_writes_reach_a_follower_through_one_entry_per_transaction(
         start_replica, consul, prefix):
     leader = start_replica()

@@ -22,9 +22,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from genisys.model import NAME_PATTERN
+from genisys.store.sync import SyncState, answers
 from genisys.store.transport import SlicedItems, _Consul, read_prefix_text, transact
 from genisys.store.values import TXN_OPS, Entry, _kv
-from genisys.store.sync import SyncState, answers
 
 log = logging.getLogger(__name__)
 
