@@ -154,9 +154,12 @@ class Journal:
         service it names."""
         expanded = {}
         for key, at in entries.items():
-            names = self._batches.get(key, ()) if key.startswith(self.prefix + BATCH) else None
-            for key in (key,) if names is None else (self.prefix + SERVICES + n for n in names):
-                expanded[key] = max(at, expanded.get(key, 0))
+            if key.startswith(self.prefix + BATCH):
+                named = [self.prefix + SERVICES + name for name in self._batches.get(key, ())]
+            else:
+                named = [key]
+            for entry in named:
+                expanded[entry] = max(at, expanded.get(entry, 0))
         return expanded
 
     async def _trim(self) -> None:
