@@ -14,7 +14,7 @@ import requests
 from genisys.api.services import known_record
 from genisys.devconsul import DevConsul
 from genisys.model import Compute
-from genisys.scaling import scale
+from genisys.scaling import preview, scale
 from genisys.store import ConsulStore
 from genisys.store.journal import SERVICES
 from genisys.store.mirror import Mirror, _newer
@@ -38,10 +38,12 @@ class ThreadedStore:
             await store.wait_synced(10)
             return store
         self.store = self.run(started())
-        self.reported: list[set[str] | str] = []  # what subscribe() said, in order
+        self.reported: list = []  # what subscribe() said, in order
 
     def run(self, coroutine, timeout: float = 15):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    call = run  # from another replica's loop: blocks that loop meanwhile
 
     def read(self, function):
         """`function()` on the store's loop (where the store changes)."""
@@ -50,8 +52,8 @@ class ThreadedStore:
         return self.run(call())
 
     def subscribe(self) -> None:
-        self.read(lambda: self.store.subscribe(self.reported.append,
-                                               lambda: self.reported.append("computes")))
+        self.read(lambda: self.store.subscribe(
+            self.reported.append, lambda names: self.reported.append(("computes", names))))
 
     def totals(self) -> dict[str, int]:
         return self.read(lambda: self.store.desired_snapshot()[0].totals)
@@ -125,7 +127,7 @@ def test_a_compute_another_tool_writes_is_picked_up(replicas, consul, prefix):
     replica.subscribe()
     consul.kv_put(f"{prefix}computes/two", '{"name": "two", "connector": "http://h:2"}')
     wait_until(lambda: replica.run(replica.store.get_compute("two")), what="compute two")
-    assert replica.reported == ["computes"]
+    assert replica.reported == [("computes", {"two"})]
 
 
 def test_a_scale_naming_a_compute_this_replica_has_not_seen_yet_reads_consul(
@@ -137,6 +139,38 @@ def test_a_scale_naming_a_compute_this_replica_has_not_seen_yet_reads_consul(
         consul.kv_put(f"{prefix}computes/two", '{"name": "two", "connector": "http://h:2"}')
         return await scale(replica.store, "web", 1, "two", "first")
     assert replica.run(create_elsewhere_then_scale()) == {"two": 1}
+
+
+def test_a_scale_planned_from_a_lagging_view_is_refused_by_consul_and_planned_again(
+        replicas, consul, prefix):
+    """The first attempt plans from the view (no read from Consul); the commit's
+    check-and-set refuses a plan made from what the view had not heard of yet."""
+    writer, other = replicas(), replicas()
+    define_and_scale(writer, {"web": 2})
+    wait_until(lambda: other.totals() == {"web": 2}, what="web on the other replica")
+
+    async def scale_elsewhere_then_here():
+        # Blocking this loop keeps its mirror from hearing of the first scale.
+        writer.call(scale(writer.store, "web", 5, None, "first"))
+        seen = other.store.known_desired("web")
+        return seen.total, await scale(other.store, "web", 6, None, "first")
+    assert other.run(scale_elsewhere_then_here()) == (2, {"one": 6})
+    assert consul.kv_get(f"{prefix}resources/web") == b"6"
+
+
+def test_a_dry_runs_index_is_checked_against_consul_not_a_lagging_view(replicas):
+    writer, other = replicas(), replicas()
+    define_and_scale(writer, {"web": 2})
+    wait_until(lambda: other.totals() == {"web": 2}, what="web on the other replica")
+
+    async def dry_run_elsewhere_then_scale_here_at_its_index():
+        # Blocking this loop keeps its mirror from hearing of the scale.
+        writer.call(scale(writer.store, "web", 5, None, "first"))
+        index = writer.call(preview(writer.store, "web", 7, None, "first")).seen.index
+        lagging = other.store.known_desired("web").index
+        return lagging < index, await scale(other.store, "web", 7, None, "first",
+                                            if_index=index)
+    assert other.run(dry_run_elsewhere_then_scale_here_at_its_index()) == (True, {"one": 7})
 
 
 def test_a_service_this_replica_has_not_seen_yet_is_known_to_its_api(replicas, consul,
@@ -205,7 +239,7 @@ def test_a_total_and_its_placement_are_never_seen_apart(replicas):
         seen.append(total)
         if sum(placement.values()) != total:
             mixed.append((total, placement))
-    reader.read(lambda: reader.store.subscribe(check, lambda: None))
+    reader.read(lambda: reader.store.subscribe(check, lambda names: None))
     for number in range(2, 102):
         writer.run(scale(writer.store, "web", number, None, "first"))
     wait_until(lambda: reader.totals() == {"web": 101}, what="the last scale")
@@ -244,20 +278,22 @@ def test_the_compute_table_keeps_its_order_and_owners_as_it_changes():
     table.put("b", stored("b", "http://h:2", 5, 5))
     table.put("a", stored("a", "http://h:1", 7, 7))
     assert [c.name for c, _ in table.ordered()] == ["b", "a"]
-    version = table.version
     assert not table.put("a", stored("a", "http://h:1", 7, 7))  # unchanged
-    assert table.version == version
     table.put("b", stored("b", "http://H:2/", 9, 5))  # the same connector, another spelling
     assert table.owners("http://h:2") == {"b"} and table.ordered()[0][1] == 9
     table.put("b", None)
     assert table.owners("http://h:2") == set() and list(table.connectors()) == ["a"]
-    taken = table.connectors()
-    table.put("c", stored("c", "http://h:3", 11, 11))  # a new one goes last, no sort
-    table.put("d", stored("d", "http://h:4", 10, 10))  # created before c: sorted again
+    taken, taken_order = table.connectors(), table.ordered()
+    table.put("c", stored("c", "http://h:3", 11, 11))  # a new one goes last
+    table.put("d", stored("d", "http://h:4", 10, 10))  # created before c: goes before it
     assert list(table.connectors()) == ["a", "d", "c"]
     assert [c.name for c, _ in table.ordered()] == ["a", "d", "c"] and list(table.specs()) == [
         "a", "d", "c"]
-    assert list(taken) == ["a"]  # what a reader took does not change under it
+    # What a reader took does not change under it, nor what it takes once changes stop.
+    assert list(taken) == ["a"] and [c.name for c, _ in taken_order] == ["a"]
+    taken = table.specs()
+    table.put("d", None)
+    assert list(taken) == ["a", "d", "c"] and list(table.specs()) == ["a", "c"]
 
 
 def test_changes_are_found_by_modify_index_alone():
@@ -268,7 +304,7 @@ def test_changes_are_found_by_modify_index_alone():
 
 def test_a_service_written_during_a_read_keeps_its_newer_keys_and_is_not_read_again():
     mirror = Mirror(None, key_prefix="g/", resources_prefix="r/", grace=30.0,
-                    watch_pause=1.0, on_services=lambda names: None, on_computes=lambda: None)
+                    watch_pause=1.0, on_services=lambda names: None, on_computes=lambda names: None)
     mine = DesiredRecord(3, 20, {"a": 3}, 20)  # written here while the read was in flight
     read = DesiredRecord(2, 10, {"a": 2}, 10, {"paused": True}, 15)
     assert later(mine, read) == DesiredRecord(3, 20, {"a": 3}, 20, {"paused": True}, 15)
@@ -287,7 +323,7 @@ def test_a_service_written_during_a_read_keeps_its_newer_keys_and_is_not_read_ag
 
 def test_a_burst_is_read_one_by_one_unless_it_changed_most_services():
     mirror = Mirror(None, key_prefix="g/", resources_prefix="r/", grace=30.0,
-                    watch_pause=1.0, on_services=lambda names: None, on_computes=lambda: None)
+                    watch_pause=1.0, on_services=lambda names: None, on_computes=lambda names: None)
     assert not mirror._worth_a_resync(2000) and mirror._worth_a_resync(2001)
     for i in range(10000):
         mirror.services.put(f"s{i}", DesiredRecord(1, i + 1, {}, 0))

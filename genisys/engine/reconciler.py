@@ -114,7 +114,8 @@ class Reconciler:
         self._to_place: set[str] = set()
         # Services whose total is not placed yet: the workers get them once placed.
         self._unplaced: set[str] = set()
-        self._computes_changed = False
+        # The computes whose worker may have to start, stop or restart (None: all).
+        self._unsynced: set[str] | None = None
         self._retry_at: float | None = None
         self._runs: dict[str, asyncio.Task] = {}  # each worker's run()
         self._draining: asyncio.Task | None = None
@@ -150,8 +151,7 @@ class Reconciler:
         unplaced = self._not_placed(services)
         self._unplaced -= services  # in place: a copy costs what is unplaced, per change
         self._unplaced |= unplaced
-        for worker in self.workers.values():
-            worker.enqueue(services - unplaced)
+        self._enqueue(services - unplaced)
         self._wake.set()
 
     def _not_placed(self, services: set[str]) -> set[str]:
@@ -165,11 +165,18 @@ class Reconciler:
         """`services` need no placement fix: the workers' turn."""
         ready = self._unplaced & services
         self._unplaced -= ready
-        for worker in self.workers.values():
-            worker.enqueue(ready)
+        self._enqueue(ready)
 
-    def _registry_changed(self) -> None:
-        self._computes_changed = True
+    def _enqueue(self, services: set[str]) -> None:
+        """Every worker's turn to look at `services` (none, with 10,000 computes, costs
+        nothing)."""
+        if services:
+            for worker in self.workers.values():
+                worker.enqueue(services)
+
+    def _registry_changed(self, computes: set[str]) -> None:
+        if self._unsynced is not None:
+            self._unsynced |= computes
         self._wake.set()
 
     # -- the term ------------------------------------------------------------------------
@@ -183,6 +190,7 @@ class Reconciler:
         self.pacer.new_term()
         self._recorded, self.history, self._to_place = {}, {}, set()
         self._unplaced = set()
+        self._unsynced = None
         self._retry_at = None
         if self.failover:
             self.failover.new_term()
@@ -201,8 +209,8 @@ class Reconciler:
         next_full = time.monotonic()
         while True:
             self._wake.clear()
-            if self._computes_changed:
-                self._computes_changed, reason = False, reason or "computes"
+            if self._unsynced:
+                reason = reason or "computes"
             if reason is None and time.monotonic() >= next_full:
                 reason = "poll"
             if reason is not None:
@@ -228,10 +236,22 @@ class Reconciler:
     # -- workers -------------------------------------------------------------------------
 
     async def _sync_workers(self) -> None:
-        """One worker per defined compute; a compute redefined (URL, token) gets a new one."""
-        computes = {c.name: c for c in await self.store.list_computes()}
-        gone = {name for name, worker in self.workers.items()
-                if name not in computes or _reached(computes[name]) != _reached(worker.compute)}
+        """One worker per defined compute; a compute redefined (URL, token) gets a new one.
+        Only the computes that changed are looked at (all when the term starts)."""
+        names, self._unsynced = self._unsynced, set()
+        try:
+            if names is None:
+                computes = {c.name: c for c in await self.store.list_computes()}
+                names = computes.keys() | self.workers.keys()
+            else:
+                computes = {name: compute for name in names
+                            if (compute := await self.store.get_compute(name))}
+        except BaseException:
+            self._unsynced = None if names is None else self._unsynced | names
+            raise
+        gone = {name for name in names & self.workers.keys()
+                if name not in computes
+                or _reached(computes[name]) != _reached(self.workers[name].compute)}
         await self._stop_workers(gone)
         for name in gone - computes.keys():
             self.observations.forget_compute(name)

@@ -96,9 +96,9 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
         self.mirror.reread(services)
 
     def subscribe(self, on_services: Callable[[set[str]], None],
-                  on_computes: Callable[[], None]) -> Callable[[], None]:
+                  on_computes: Callable[[set[str]], None]) -> Callable[[], None]:
         """Call on_services(names) when the desired state (total, placement or flags) of
-        those services changed, on_computes() when the compute registry changed; returns
+        those services changed, on_computes(names) when those computes changed; returns
         the function that unsubscribes. Called on the event loop, without I/O: a listener
         only notes what changed. While someone listens (the leader), this replica also
         trims the change journal."""
@@ -116,9 +116,9 @@ class ConsulStore(Election, Registry, Tokens, DesiredState, FailoverRecords,
         for on_services, _ in list(self._listeners):
             on_services(names)
 
-    def _computes_changed(self) -> None:
+    def _computes_changed(self, names: set[str]) -> None:
         for _, on_computes in list(self._listeners):
-            on_computes()
+            on_computes(names)
 
     @classmethod
     def from_config(cls, section) -> "ConsulStore":

@@ -63,7 +63,8 @@ DECODE_SLICE = 50  # transactions' answers decoded before it (about 1,000 servic
 class Mirror:
     def __init__(self, consul: _Consul, *, key_prefix: str, resources_prefix: str,
                  grace: float, watch_pause: float,
-                 on_services: Callable[[set[str]], None], on_computes: Callable[[], None]):
+                 on_services: Callable[[set[str]], None],
+                 on_computes: Callable[[set[str]], None]):
         self._consul = consul
         self.computes_prefix = f"{key_prefix}computes/"
         self.placements_prefix = f"{key_prefix}placements/"
@@ -148,9 +149,8 @@ class Mirror:
                 services.setdefault(name, {})[part] = entry
         changed = {name for name, parts in services.items()
                    if self.services.put(name, self.record(parts, self.services.get(name)))}
-        computes_changed = False
-        for name, entry in computes.items():
-            computes_changed |= self.computes.put(name, StoredCompute.decode(name, entry))
+        computes_changed = {name for name, entry in computes.items()
+                            if self.computes.put(name, StoredCompute.decode(name, entry))}
         if self._written_meanwhile is not None:
             # A deletion leaves no index to compare a read with: such a service is read
             # again; one only written is merged key by key (_install).
@@ -192,11 +192,11 @@ class Mirror:
         return DesiredRecord(**{name: fields.get(name, getattr(base, name))
                                 for name in DesiredRecord.__slots__})
 
-    def _notify(self, services: set[str], computes: bool) -> None:
+    def _notify(self, services: set[str], computes: set[str]) -> None:
         if services:
             self.on_services(services)
         if computes:
-            self.on_computes()
+            self.on_computes(computes)
 
     # -- what others wrote ------------------------------------------------------------------
 
@@ -348,12 +348,12 @@ class Mirror:
         Services go in INSTALL_SLICE at a time, each whole, the event loop free in
         between."""
         meanwhile = self._written_meanwhile
-        computes_changed = False
+        computes_changed = set()
         for name, entry in stored.items():
             if ("compute", name) in meanwhile:
                 self._pending_computes.add(name)
-            else:
-                computes_changed |= self.computes.put(name, entry)
+            elif self.computes.put(name, entry):
+                computes_changed.add(name)
         self._notify(set(), computes_changed)
         async for names in slices(records, INSTALL_SLICE):
             changed = set()
@@ -366,7 +366,7 @@ class Mirror:
                     record = later(self.services.get(name), record)
                 if self.services.put(name, record):
                     changed.add(name)
-            self._notify(changed, False)
+            self._notify(changed, set())
         if self._pending_services or self._pending_computes:
             self._wake.set()
 

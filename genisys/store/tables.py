@@ -1,7 +1,7 @@
 """This replica's copy of the compute registry and of every service's desired state: two
-tables changed in place, one entry at a time, each with a version number that readers
-cache what they derive by (no copy of a table per change)."""
+tables changed in place, one entry at a time (no copy of a table per change)."""
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from genisys.model import Compute, ValidationError, url_identity
@@ -48,7 +48,6 @@ class ServiceTable:
 
     def __init__(self):
         self.records: dict[str, DesiredRecord] = {}
-        self.version = 0
 
     def get(self, name: str) -> DesiredRecord:
         return self.records.get(name, ABSENT)
@@ -61,7 +60,6 @@ class ServiceTable:
             self.records[name] = record
         else:
             self.records.pop(name, None)
-        self.version += 1
         return True
 
 
@@ -89,18 +87,20 @@ class StoredCompute:
 
 
 class ComputeTable:
-    """Every compute, by name; its definition order and connector owners derived on
-    demand: a new compute is appended to them, any other change has them derived again."""
+    """Every compute, by name, and what is derived from them, kept in definition order
+    (CreateIndex, then name) as each compute comes, changes or goes: no sort per change.
+    What a reader took never changes under it: a change copies the derived lists and
+    dicts first if a reader took them since the last change (copy on write), so a burst
+    of creates between two reads copies them once."""
 
     def __init__(self):
         self.entries: dict[str, StoredCompute] = {}
-        self.version = 0
         self._owners: dict[str, set[str]] = {}  # connector identity -> compute names
-        self._stale = False  # the derived order, connectors and specs must be redone
+        self._keys: list[tuple[int, str]] = []  # (CreateIndex, name), in definition order
         self._ordered: list[tuple[Compute, int]] = []
         self._connectors: dict[str, str] = {}
         self._specs: dict[str, ComputeSpec] = {}
-        self._last_created = (0, "")  # (CreateIndex, name) of the last in that order
+        self._taken = False  # a reader holds the derived lists and dicts
 
     def get(self, name: str) -> StoredCompute | None:
         return self.entries.get(name)
@@ -110,22 +110,21 @@ class ComputeTable:
         old = self.entries.get(name)
         if old == stored:
             return False
+        if self._taken:
+            self._ordered, self._connectors = list(self._ordered), dict(self._connectors)
+            self._specs, self._taken = dict(self._specs), False
         if old is not None:
             owners = self._owners[url_identity(old.compute.connector)]
             owners.discard(name)
             if not owners:
                 del self._owners[url_identity(old.compute.connector)]
+            self._remove(old)
         if stored is None:
             del self.entries[name]
         else:
             self.entries[name] = stored
             self._owners.setdefault(url_identity(stored.compute.connector), set()).add(name)
-        if old is None and stored is not None and not self._stale \
-                and self._last_created <= (stored.create_index, name):
-            self._append(stored)  # a new compute comes last: no sort of 10,000 again
-        else:
-            self._stale = True
-        self.version += 1
+            self._insert(stored)
         return True
 
     def owners(self, connector: str) -> set[str]:
@@ -134,35 +133,30 @@ class ComputeTable:
 
     def ordered(self) -> list[tuple[Compute, int]]:
         """Every compute with its ModifyIndex, in definition order (CreateIndex)."""
-        self._derive()
+        self._taken = True
         return self._ordered
 
     def connectors(self) -> dict[str, str]:
         """Compute name -> connector URL, in definition order."""
-        self._derive()
+        self._taken = True
         return self._connectors
 
     def specs(self) -> dict[str, ComputeSpec]:
-        self._derive()
+        self._taken = True
         return self._specs
 
-    def _derive(self) -> None:
-        if not self._stale:
-            return
-        stored = sorted(self.entries.values(),
-                        key=lambda entry: (entry.create_index, entry.compute.name))
-        self._ordered = [(s.compute, s.modify_index) for s in stored]
-        self._connectors = {c.name: c.connector for c, _ in self._ordered}
-        self._specs = {c.name: c.spec for c, _ in self._ordered}
-        self._last_created = (stored[-1].create_index, stored[-1].compute.name) if stored \
-            else (0, "")
-        self._stale = False
+    def _remove(self, old: StoredCompute) -> None:
+        at = bisect_left(self._keys, (old.create_index, old.compute.name))
+        del self._keys[at], self._ordered[at]
+        del self._connectors[old.compute.name], self._specs[old.compute.name]
 
-    def _append(self, stored: StoredCompute) -> None:
-        """`stored`, a new compute, goes last in the derived order. New lists and dicts
-        (copies cost far less than a sort): what a reader took keeps what it had."""
+    def _insert(self, stored: StoredCompute) -> None:
         compute = stored.compute
-        self._ordered = [*self._ordered, (compute, stored.modify_index)]
-        self._connectors = {**self._connectors, compute.name: compute.connector}
-        self._specs = {**self._specs, compute.name: compute.spec}
-        self._last_created = (stored.create_index, compute.name)
+        at = bisect_left(self._keys, (stored.create_index, compute.name))
+        self._keys.insert(at, (stored.create_index, compute.name))
+        self._ordered.insert(at, (compute, stored.modify_index))
+        # A dict keeps insertion order: those defined after this one move behind it (a
+        # few: concurrent creates commit in nearly their CreateIndex order).
+        for moved, _ in self._ordered[at:]:
+            self._connectors[moved.name] = self._connectors.pop(moved.name, moved.connector)
+            self._specs[moved.name] = self._specs.pop(moved.name, None) or moved.spec
