@@ -50,6 +50,8 @@ async def scale(store: ConsulStore, service: str, number: int, compute: str | No
             continue  # the view may lag behind: look in Consul
         seen, placement = planned.seen, planned.placement
         if if_index is not None and seen.index != if_index:
+            if attempt == 1:
+                continue  # the view may lag behind the dry run's read: look in Consul
             raise Stale(f"service {service!r} changed since index {if_index} (it is now at "
                         f"{seen.index}): run the dry run again.")
         if await store.commit_desired(service, number, placement, seen,
@@ -74,10 +76,11 @@ async def preview(store: ConsulStore, service: str, number: int, compute: str | 
 async def plan(store: ConsulStore, service: str, number: int, compute: str | None,
                strategy: str, fresh: bool = False) -> Plan | None:
     """The placement a scale would commit, changing nothing; None when the local view
-    knows no compute, or not `compute` (read again with `fresh`). Conflict for a service
-    being deleted."""
-    # The first attempt reads computes from the local view; after a conflict, or a
-    # compute the view does not know yet, read them from Consul itself.
+    knows no compute, or not `compute`, or says the service is being deleted (read again
+    with `fresh`). Conflict for a service being deleted."""
+    # The first attempt plans from the local view, as of what it last heard (the commit's
+    # check-and-set refuses it if that was not the latest); after a refusal, or what the
+    # view does not know yet, from Consul itself.
     computes = await store.compute_entries(consistent=fresh)
     if not computes:
         if not fresh:
@@ -94,8 +97,10 @@ async def plan(store: ConsulStore, service: str, number: int, compute: str | Non
         raise NotFound(f"compute {compute!r} does not exist.")
     if not indexes and number > 0:
         raise Conflict("every compute is being deleted: create one with POST /compute.")
-    seen = await store.read_desired(service)
+    seen = await store.read_desired(service) if fresh else store.known_desired(service)
     if seen.flags.get("deleting"):
+        if not fresh:
+            return None
         raise Conflict(f"service {service!r} is being deleted: scale it once it is gone.")
     specs = {c.name: c.spec for c, _ in computes}
     placement = place(number, list(indexes), seen.placement, strategy, compute, specs, service)

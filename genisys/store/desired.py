@@ -39,6 +39,11 @@ class DesiredState:
         return self.mirror.record(dict(zip(("total", "placement", "flags"),
                                            (found.get(key) for key in keys))))
 
+    def known_desired(self, service: str) -> DesiredRecord:
+        """A service's total, placement and flags as this replica last heard of them
+        (ABSENT when it has not, or when its copy is not in sync with Consul)."""
+        return self.mirror.services.get(service) if self.mirror.synced else ABSENT
+
     async def commit_desired(self, service: str, total: int, placement: dict[str, int],
                              seen: DesiredRecord, compute_indexes: dict[str, int]) -> bool:
         """Write total and placement in one transaction; False when anything changed since
