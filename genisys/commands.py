@@ -174,6 +174,9 @@ def render_status(leader: dict | str, computes: dict, services: dict) -> str:
                              ",".join(r["errors"])] for name, r in services.items()]))
         lines += [f"{name} on {compute}: {error}" for name, r in services.items()
                   for compute, error in r["errors"].items()]
+        lines += [f"{name} on {compute}: order to {order.get('to')} in progress since "
+                  f"{order.get('since')}" for name, r in services.items()
+                  for compute, order in (r.get("in_progress") or {}).items()]
     else:
         lines.append("no service is known.")
     return "\n".join(lines)

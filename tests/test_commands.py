@@ -353,6 +353,15 @@ def test_status_without_leader_computes_or_services():
         "no service is known."]
 
 
+def test_status_names_errors_and_orders_in_progress():
+    services = {"web": {"desired": 3, "placement": {"a": 2, "b": 1}, "observed": {"a": 1},
+                        "errors": {"b": "connection refused."},
+                        "in_progress": {"a": {"to": 2, "since": "2026-12-08T01:00:00Z"}}}}
+    assert commands.render_status("no leader is elected.", {}, services).splitlines()[-2:] == [
+        "web on b: connection refused.",
+        "web on a: order to 2 in progress since 2026-12-08T01:00:00Z"]
+
+
 def test_options_given_before_a_sub_command_count():
     args = commands.build_parser().parse_args(["computes", "--json", "add", "a", DEAD])
     assert (args.json, args.run, args.name) == (True, commands.add_compute, "a")
