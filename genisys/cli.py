@@ -9,19 +9,19 @@ import socket
 import sys
 from pathlib import Path
 
-from genisys import auth, commands, logformat
+from genisys import allocator, auth, commands, logformat
 from genisys import config as config_module
 from genisys.api import Context, make_app
 from genisys.auth import Authenticator
 from genisys.computes_file import DefinitionFileError, read_definitions
 from genisys.connector import ConnectorClient
 from genisys.devconsul import DevConsul, consul_answers
+from genisys.engine.reconciler import Reconciler
 from genisys.failover import policy as failover_policy
 from genisys.httpserver import LimitedHTTPServer, raise_fd_limit, tls_context
 from genisys.leader import LeaderElection
 from genisys.model import Compute, ValidationError
 from genisys.permissions import PermissionWatch
-from genisys.engine.reconciler import Reconciler
 from genisys.store import Conflict, ConsulStore
 
 log = logging.getLogger("genisys")
@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in commands.NAMES:  # a client command: genisys status, ...
         return commands.main(argv)
+    allocator.use_system_malloc()  # a replica: runs again on the C library's malloc
     args = parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     logformat.configure(args.log_level, args.log_format)
     config_path = args.config
@@ -117,6 +118,7 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
 
     store = ConsulStore.from_config(config.consul)
     store.start()
+    releasing = asyncio.create_task(allocator.release_periodically())
     # Serve once reads can come from memory (a Consul that is down delays this no longer).
     await store.wait_synced(config.consul.timeout)
     permissions = PermissionWatch(store)
@@ -145,6 +147,7 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
                   config.genisys.port, exc.strerror or exc)
         await permissions.stop()
         await store.close()
+        releasing.cancel()
         if consul_dev:
             consul_dev.stop()
         return 1
@@ -186,6 +189,7 @@ async def serve(config, computes: list[Compute], dev: bool = False, bootstrap: s
     connectors.close()
     await permissions.stop()
     await store.close()
+    releasing.cancel()
     if consul_dev:
         consul_dev.stop()
         log.info("stopped the Consul dev agent")
