@@ -5,8 +5,7 @@ lives. A leader's transient work (a full pass over 100,000 services, a connector
 status, the status records) is allocated among the objects it keeps (each service's
 status and history), so freed arenas stay pinned: measured at 100,000 services, 117 MB of
 live objects took 390-450 MB of RSS in the leader, against 254 MB on the C library's
-malloc with its free pages given back every few seconds (malloc_trim). Standard library
-only: this runs before anything else is imported.
+malloc with its free pages given back every few seconds (malloc_trim).
 """
 
 import asyncio
