@@ -55,7 +55,6 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in commands.NAMES:  # a client command: genisys status, ...
         return commands.main(argv)
-    allocator.use_system_malloc()  # a replica: runs again on the C library's malloc
     args = parse_args(argv[1:] if argv[:1] == ["serve"] else argv)
     logformat.configure(args.log_level, args.log_format)
     config_path = args.config
